@@ -1,0 +1,10 @@
+//! API key strings: their format and checksum, generation, and the keyed hash they are stored as.
+
+mod format;
+mod secret;
+
+pub use format::{Environment, KeyFormat, KeyPrefix, ParsedKey, PREFIX_FIELD_LEN};
+pub use secret::{ct_eq, KeyHash, KeySecret, Pepper};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! keyward-store: the storage contract — one [`Store`] trait with intent-named methods, the
+//! org-bound [`OrgStore`] view every tenant query goes through, and [`StoreError`].
+//! It holds no SQL: each backend crate (`keyward-store-sqlite`, …) implements the traits and
+//! proves itself against [`conformance::run`]. Start at [`Store::org`].
+
+use std::fmt;
+
+use async_trait::async_trait;
+use keyward_core::ids::{ChannelId, EventId, KeyId, OrgId, PhoneNumberId};
+use keyward_core::key::KeyHash;
+use keyward_core::record::{Actor, KeyPatch, KeyRecord};
+use time::OffsetDateTime;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+/// What can go wrong in a backend, in terms the HTTP layer can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint: the name says which (`phone_number`, `channel_slug`, `org_name`).
+    #[error("conflict on {constraint}")]
+    Conflict { constraint: &'static str },
+    /// The key is revoked and cannot be edited or rolled.
+    #[error("key is revoked")]
+    KeyInactive,
+    /// The database cannot be reached or is busy; worth retrying.
+    #[error("database unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("database error")]
+    Other(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgRecord {
+    pub id: OrgId,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneNumberRecord {
+    pub id: PhoneNumberId,
+    /// E.164.
+    pub number: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub id: ChannelId,
+    pub slug: String,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// An audit event as the caller describes it; the store adds the org, the order and the chain hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAuditEvent {
+    pub id: EventId,
+    pub at: OffsetDateTime,
+    pub actor: Actor,
+    pub actor_ip: Option<String>,
+    /// `key.created`, `key.updated`, `key.revoked`, `key.rolled`, `phone_number.added`, …
+    pub action: String,
+    pub target_type: String,
+    pub target_id: String,
+    pub target_name: String,
+    /// `{field: {"old": …, "new": …}}` or other non-secret details. The store fills it for updates.
+    pub changes: serde_json::Value,
+    /// 32 lowercase hex characters (the W3C trace id).
+    pub trace_id: String,
+}
+
+/// A stored audit event with its place in the org's hash chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub event: NewAuditEvent,
+    pub org_id: OrgId,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl NewAuditEvent {
+    /// The fixed-order text the chain hash covers. Changing it breaks every stored chain.
+    pub fn canonical(&self, org_id: &OrgId) -> String {
+        let at = keyward_core::record::time_json(Some(self.at));
+        serde_json::json!([
+            self.id.as_str(),
+            org_id.as_str(),
+            at,
+            self.actor.kind.as_str(),
+            self.actor.id,
+            self.actor.name,
+            self.actor_ip,
+            self.action,
+            self.target_type,
+            self.target_id,
+            self.target_name,
+            self.changes,
+            self.trace_id,
+        ])
+        .to_string()
+    }
+}
+
+/// Status filter of the key list. `expired` is derived against `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFilter {
+    Active,
+    Revoked,
+    Expired,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyFilter {
+    pub status: Option<StatusFilter>,
+    /// `usr_…`, `key_…` or `operator`.
+    pub created_by: Option<String>,
+    pub now: OffsetDateTime,
+}
+
+/// An opaque position in a newest-first list: the store's insertion sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub i64);
+
+impl Cursor {
+    /// `c` + the sequence in base 36: short, opaque enough, and URL-safe.
+    pub fn encode(self) -> String {
+        format!("c{}", radix36(u64::try_from(self.0).unwrap_or(0)))
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let digits = text.strip_prefix('c')?;
+        if digits.is_empty() || digits.len() > 13 {
+            return None;
+        }
+        u64::from_str_radix(digits, 36).ok().and_then(|n| i64::try_from(n).ok()).map(Self)
+    }
+}
+
+fn radix36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[usize::try_from(n % 36).unwrap_or(0)]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// `limit` items after `cursor` (exclusive), newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+impl<T> Paged<T> {
+    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Paged<U> {
+        Paged { items: self.items.into_iter().map(f).collect(), next: self.next }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub target_id: Option<String>,
+    pub actor_id: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+}
+
+/// Something that cached verification policies must forget: one key, or every key of an org
+/// (its phone numbers changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Key(KeyHash),
+    Org(OrgId),
+}
+
+/// Revoke a key (idempotent: an already revoked key stays as it was and no event is written).
+#[derive(Debug, Clone)]
+pub struct RevokeKey<'a> {
+    pub id: &'a KeyId,
+    pub at: OffsetDateTime,
+    pub by: &'a Actor,
+}
+
+/// Roll a key: insert `new`, and end `old` at `old_ends_at` (now for grace 0, which revokes it).
+#[derive(Debug, Clone)]
+pub struct RollKey<'a> {
+    pub old: &'a KeyId,
+    pub new: &'a KeyRecord,
+    pub at: OffsetDateTime,
+    /// `None` revokes the old key at once; `Some(t)` moves its expiry to `min(expires_at, t)`.
+    pub grace_until: Option<OffsetDateTime>,
+    pub by: &'a Actor,
+}
+
+/// The backend. Global methods are the ones with no tenant: orgs, settings, the verification
+/// look-up by hash (the hash identifies the org), last-used batches and the change feed.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Creates or upgrades the schema. Safe to run on every start.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// A cheap round trip, for `/readyz`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn setting(&self, name: &str) -> StoreResult<Option<String>>;
+    /// Stores `value` unless `name` is already set; returns whether it was stored.
+    async fn put_setting_if_absent(&self, name: &str, value: &str) -> StoreResult<bool>;
+
+    async fn insert_org(&self, org: &OrgRecord) -> StoreResult<()>;
+    async fn find_org(&self, id: &OrgId) -> StoreResult<Option<OrgRecord>>;
+    async fn list_orgs(&self) -> StoreResult<Vec<OrgRecord>>;
+
+    /// The tenant view. Does not check that the org exists: a missing org simply has nothing.
+    fn org<'s>(&'s self, id: &OrgId) -> Box<dyn OrgStore + 's>;
+
+    /// Verification cache miss: the key with this hash, in any org.
+    async fn find_key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>>;
+    /// A batch of last-used times; each only moves forward.
+    async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> StoreResult<()>;
+
+    /// The newest change sequence, where a node starts following the feed.
+    async fn latest_change(&self) -> StoreResult<i64>;
+    /// Changes after `seq`, oldest first, and the sequence to ask from next.
+    async fn changes_since(&self, seq: i64) -> StoreResult<(Vec<Change>, i64)>;
+}
+
+/// Everything that belongs to one org. Every method binds the org id in its query, so another
+/// org's id is simply not found.
+#[async_trait]
+pub trait OrgStore: Send + Sync {
+    fn org_id(&self) -> &OrgId;
+
+    async fn add_phone_number(&self, number: &PhoneNumberRecord, event: &NewAuditEvent) -> StoreResult<()>;
+    async fn phone_numbers(&self) -> StoreResult<Vec<PhoneNumberRecord>>;
+    async fn add_channel(&self, channel: &ChannelRecord, event: &NewAuditEvent) -> StoreResult<()>;
+    async fn channels(&self) -> StoreResult<Vec<ChannelRecord>>;
+
+    async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> StoreResult<()>;
+    async fn find_key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>>;
+    async fn list_keys(&self, filter: &KeyFilter, page: Page) -> StoreResult<Paged<KeyRecord>>;
+    /// Applies `patch` in one transaction with its `key.updated` event, whose `changes` the store
+    /// fills with the fields that really changed (no event when nothing did).
+    async fn update_key(&self, id: &KeyId, patch: &KeyPatch, event: NewAuditEvent) -> StoreResult<KeyRecord>;
+    async fn revoke_key(&self, revoke: &RevokeKey<'_>, event: &NewAuditEvent) -> StoreResult<KeyRecord>;
+    /// Returns the old key as it is after the roll.
+    async fn roll_key(&self, roll: &RollKey<'_>, rolled: &NewAuditEvent, created: &NewAuditEvent) -> StoreResult<KeyRecord>;
+
+    async fn list_audit(&self, filter: &AuditFilter, page: Page) -> StoreResult<Paged<AuditRecord>>;
+    /// The whole chain, oldest first, for `keyward audit verify`.
+    async fn audit_chain(&self) -> StoreResult<Vec<AuditRecord>>;
+}
