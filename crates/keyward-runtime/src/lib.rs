@@ -1,0 +1,13 @@
+//! keyward-runtime: the stateful machinery around keyward-core's pure functions — the key cache,
+//! per-key rate-limit and last-used cells, the replay store, and the background tasks that keep
+//! them in step with the database. It holds no rule of its own: decisions come from `keyward_core::policy`.
+//! Start reading at [`Verifier::verify`].
+
+mod cache;
+pub mod clock;
+mod replay;
+mod verifier;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use cache::CachedKey;
+pub use verifier::{Background, Outcome, RateInfo, Verifier, VerifierConfig, VerifyFailure};

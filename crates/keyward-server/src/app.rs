@@ -1,0 +1,161 @@
+//! Application state and the route table: every route of the API is in [`build_app`].
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use keyward_core::crypto::{MasterKey, SecretBox};
+use keyward_core::key::KeyHash;
+use keyward_core::Code;
+use keyward_runtime::{Clock, Verifier, VerifierConfig};
+use keyward_store::Store;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::api::{keys, orgs};
+use crate::config::Config;
+use crate::extract::MAX_BODY_BYTES;
+use crate::problem::{problem_response, ApiError};
+use crate::telemetry::{self, VerifyMetrics};
+use crate::{openapi, verify};
+
+/// What the binary hands the server.
+#[derive(Debug)]
+pub struct Deps {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub master_key: MasterKey,
+    pub clock: Arc<dyn Clock>,
+    /// The operator token's peppered hash (the token itself is never kept).
+    pub operator_token_hash: KeyHash,
+}
+
+/// Shared application state: configuration, the store, the verifier and its caches.
+#[derive(Debug)]
+pub struct Keyward {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub verifier: Arc<Verifier>,
+    pub secret_box: SecretBox,
+    pub clock: Arc<dyn Clock>,
+    pub operator_token_hash: KeyHash,
+    pub verify_metrics: VerifyMetrics,
+}
+
+pub type AppState = Arc<Keyward>;
+
+impl Keyward {
+    pub fn new(deps: Deps) -> Arc<Self> {
+        // The recorder must exist before the verifier registers its counters.
+        let verify_metrics = VerifyMetrics::new();
+        let verifier = Verifier::new(
+            VerifierConfig {
+                format: deps.config.key_format.clone(),
+                default_rate_limit: deps.config.default_rate_limit,
+                signature_tolerance_seconds: deps.config.signature_tolerance_seconds,
+                negative_ttl: Duration::from_secs(10),
+                max_negative_entries: 100_000,
+            },
+            deps.master_key.pepper(),
+            deps.master_key.secret_box(),
+            Arc::clone(&deps.store),
+            Arc::clone(&deps.clock),
+        );
+        Arc::new(Self {
+            secret_box: deps.master_key.secret_box(),
+            config: deps.config,
+            store: deps.store,
+            verifier: Arc::new(verifier),
+            clock: deps.clock,
+            operator_token_hash: deps.operator_token_hash,
+            verify_metrics,
+        })
+    }
+}
+
+pub fn build_app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/verify", post(verify::verify))
+        .route("/v1/orgs", post(orgs::create))
+        .route("/v1/orgs/{org}/phone-numbers", post(orgs::add_phone_number).get(orgs::list_phone_numbers))
+        .route("/v1/orgs/{org}/channels", post(orgs::add_channel).get(orgs::list_channels))
+        .route("/v1/orgs/{org}/keys", post(keys::create).get(keys::list))
+        .route("/v1/orgs/{org}/keys/{id}", get(keys::get).patch(keys::update))
+        .route("/v1/orgs/{org}/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/orgs/{org}/keys/{id}/roll", post(keys::roll))
+        .route("/v1/keys/lookup", post(keys::lookup))
+        .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::serve))
+        .merge(api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(telemetry::access_log))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops the background work after a last flush of
+/// pending last-used times.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let background = state.verifier.start_background().await?;
+    let app = build_app(state);
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    background.shutdown().await;
+    Ok(())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => "ready".into_response(),
+        _ => ApiError::code(Code::ServiceUnavailable, "The database is not reachable").into_response(),
+    }
+}
+
+async fn metrics() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        telemetry::prometheus().render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    problem_response(StatusCode::NOT_FOUND, Code::NotFound, "No such endpoint".to_owned(), Vec::new())
+}
+
+async fn method_not_allowed() -> Response {
+    problem_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        Code::NotFound,
+        "This endpoint does not accept that method".to_owned(),
+        Vec::new(),
+    )
+}

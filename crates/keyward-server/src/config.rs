@@ -1,0 +1,136 @@
+//! The operator's config file (TOML, every field optional) parsed into a validated [`Config`].
+
+use std::path::Path;
+
+use ipnet::IpNet;
+use keyward_core::key::{KeyFormat, KeyPrefix};
+use keyward_core::validate::Catalogue;
+use serde::Deserialize;
+
+/// The built-in scope catalogue of SPEC §2.
+pub const DEFAULT_SCOPES: [&str; 9] = [
+    "messages:send",
+    "templates:read",
+    "templates:write",
+    "contacts:read",
+    "contacts:write",
+    "blacklist:read",
+    "blacklist:write",
+    "library_assets:read",
+    "library_assets:write",
+];
+
+/// The file as written. Unknown fields are errors: a typo must not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    key_prefix: Option<String>,
+    default_rate_limit: Option<u32>,
+    max_name_length: Option<usize>,
+    scopes: Option<Vec<String>>,
+    default_scopes: Option<Vec<String>>,
+    signature_header: Option<String>,
+    timestamp_header: Option<String>,
+    signature_tolerance_seconds: Option<i64>,
+    trusted_proxies: Option<Vec<String>>,
+    /// Gateway mode is configured here but served by a later part; accepted, not yet used.
+    gateway: Option<toml::Value>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub key_format: KeyFormat,
+    pub default_rate_limit: u32,
+    pub max_name_length: usize,
+    pub catalogue: Catalogue,
+    pub signature_header: String,
+    pub timestamp_header: String,
+    pub signature_tolerance_seconds: i64,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::from_raw(RawConfig::default()).expect("the built-in defaults are valid")
+    }
+}
+
+/// A config problem, rendered on one line: `file: line N: reason`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read config file: {e}", path.display())))?;
+        Self::from_toml(&text).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(1, |span| text[..span.start.min(text.len())].lines().count().max(1));
+            ConfigError(format!("line {line}: {}", e.message().trim()))
+        })?;
+        Self::from_raw(raw).map_err(ConfigError)
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, String> {
+        let prefix = match raw.key_prefix {
+            Some(text) => KeyPrefix::parse(&text)?,
+            None => KeyPrefix::default(),
+        };
+        let default_rate_limit = raw.default_rate_limit.unwrap_or(80);
+        if !(1..=1000).contains(&default_rate_limit) {
+            return Err("default_rate_limit must be between 1 and 1000".to_owned());
+        }
+        let max_name_length = raw.max_name_length.unwrap_or(64);
+        if !(1..=256).contains(&max_name_length) {
+            return Err("max_name_length must be between 1 and 256".to_owned());
+        }
+        let scopes = raw
+            .scopes
+            .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect());
+        let defaults = raw.default_scopes.unwrap_or_else(|| vec!["messages:send".to_owned()]);
+        let catalogue = Catalogue::new(&scopes, &defaults)?;
+        let signature_header = header_name("signature_header", raw.signature_header, "X-Keyward-Signature")?;
+        let timestamp_header = header_name("timestamp_header", raw.timestamp_header, "X-Keyward-Timestamp")?;
+        let signature_tolerance_seconds = raw.signature_tolerance_seconds.unwrap_or(300);
+        if !(1..=3600).contains(&signature_tolerance_seconds) {
+            return Err("signature_tolerance_seconds must be between 1 and 3600".to_owned());
+        }
+        let trusted_proxies = raw
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|entry| {
+                keyward_core::validate::parse_ip_entry(entry)
+                    .ok_or_else(|| format!("trusted_proxies: {entry:?} is not an IP address or CIDR range"))
+            })
+            .collect::<Result<_, _>>()?;
+        let _ = raw.gateway;
+        Ok(Self {
+            key_format: KeyFormat::new(prefix),
+            default_rate_limit,
+            max_name_length,
+            catalogue,
+            signature_header,
+            timestamp_header,
+            signature_tolerance_seconds,
+            trusted_proxies,
+        })
+    }
+}
+
+fn header_name(field: &str, value: Option<String>, default: &str) -> Result<String, String> {
+    let name = value.unwrap_or_else(|| default.to_owned());
+    if axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok() {
+        Ok(name)
+    } else {
+        Err(format!("{field}: {name:?} is not a valid HTTP header name"))
+    }
+}
+
+/// The commented example printed by `keyward config example`.
+pub const EXAMPLE: &str = include_str!("../config.example.toml");

@@ -1,0 +1,125 @@
+//! Request extractors that fail as problem+json: JSON bodies with the failing field named, and
+//! query strings.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use keyward_core::Code;
+use serde::de::DeserializeOwned;
+
+use crate::problem::ApiError;
+
+/// Bodies above this are refused with 413 before they are read in full.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// `Json<T>` whose rejections are `VALIDATION_FAILED` (naming the field), 413 or 415.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = json_body(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Reads a JSON body: checks the content type and the size limit.
+pub async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    require_json(req.headers())?;
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::code(Code::PayloadTooLarge, format!("The request body is larger than {MAX_BODY_BYTES} bytes"))
+        } else {
+            ApiError::code(Code::ValidationFailed, "The request body could not be read")
+        }
+    })
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|mime| {
+            let mime = mime.trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || (mime.starts_with("application/") && mime.to_ascii_lowercase().ends_with("+json"))
+        });
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::code(Code::UnsupportedMediaType, "Send the body as application/json"))
+    }
+}
+
+/// Deserializes JSON, naming the field that failed (`rate_limit`, `channels[2]`, …).
+pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
+    deserializer.end().map_err(|e| ApiError::field("body", format!("Invalid JSON: {}", plain(&e))))?;
+    Ok(value)
+}
+
+fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    if inner.is_syntax() || inner.is_eof() || path == "." {
+        ApiError::field("body", format!("Invalid JSON: {}", plain(&inner)))
+    } else {
+        ApiError::field(&path, plain(&inner))
+    }
+}
+
+/// serde_json's message without the " at line 1 column 9" suffix.
+fn plain(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" at line ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// A query string parsed into `T` (fields as strings; handlers validate them), failing as problem+json.
+#[derive(Debug, Clone, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|e| ApiError::field("query", format!("Invalid query string: {e}")))
+    }
+}
+
+/// `limit` (1–100, default 20) and an opaque `cursor`.
+pub fn page(limit: Option<&str>, cursor: Option<&str>) -> Result<keyward_store::Page, ApiError> {
+    let limit = match limit {
+        None => 20,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| ApiError::field("limit", "Limit must be an integer between 1 and 100"))?,
+    };
+    let cursor = match cursor {
+        None | Some("") => None,
+        Some(text) => Some(
+            keyward_store::Cursor::decode(text).ok_or_else(|| ApiError::field("cursor", "Cursor is not one this API returned"))?,
+        ),
+    };
+    Ok(keyward_store::Page { limit, cursor })
+}

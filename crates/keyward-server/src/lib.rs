@@ -1,0 +1,19 @@
+//! keyward-server: the HTTP face of keyward — the JSON API, `/v1/verify`, health, metrics and
+//! OpenAPI — plus the key-management operations the CLI shares ([`Keyward`]).
+//! It is not the domain (keyward-core) nor storage (keyward-store-*): handlers stay thin.
+//! Start reading at [`app::build_app`], the route table.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod extract;
+mod manage;
+pub mod net;
+pub mod openapi;
+pub mod problem;
+pub mod telemetry;
+pub mod verify;
+
+pub use app::{build_app, serve, Deps, Keyward};
+pub use manage::CreatedKey;

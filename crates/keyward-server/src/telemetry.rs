@@ -1,0 +1,110 @@
+//! Metrics (Prometheus text at `/metrics`), the access log, and trace ids.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use keyward_core::Code;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::problem::InternalCause;
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once (tests build many apps in one process).
+pub fn prometheus() -> PrometheusHandle {
+    PROMETHEUS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("keyward_verify_duration_seconds".to_owned()),
+                    &[0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1],
+                )
+                .and_then(|builder| builder.install_recorder());
+            match recorder {
+                Ok(handle) => handle,
+                // Another recorder is installed (embedding); keep a detached one so /metrics still answers.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// Handles registered once, so the verify path does not look metrics up by name.
+#[derive(Debug)]
+pub struct VerifyMetrics {
+    by_code: Vec<(Code, metrics::Counter)>,
+    duration: metrics::Histogram,
+}
+
+impl VerifyMetrics {
+    pub fn new() -> Self {
+        prometheus();
+        Self {
+            by_code: Code::ALL
+                .iter()
+                .map(|code| (*code, metrics::counter!("keyward_verifications_total", "code" => code.as_str())))
+                .collect(),
+            duration: metrics::histogram!("keyward_verify_duration_seconds"),
+        }
+    }
+
+    pub fn record(&self, code: Code, started: Instant) {
+        if let Some((_, counter)) = self.by_code.iter().find(|(c, _)| *c == code) {
+            counter.increment(1);
+        }
+        self.duration.record(started.elapsed().as_secs_f64());
+    }
+}
+
+impl Default for VerifyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One line per request: method, path (never the query: it may carry data), status, latency,
+/// and for a 5xx the internal cause the client did not see.
+pub async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+        tracing::error!(%method, %path, status, micros, cause = %cause, "request failed");
+    } else {
+        tracing::info!(%method, %path, status, micros, "request");
+    }
+    response
+}
+
+/// The W3C trace id of a `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), or a new one.
+pub fn trace_id(headers: &HeaderMap) -> String {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_traceparent)
+        .map_or_else(new_trace_id, str::to_owned)
+}
+
+fn parse_traceparent(value: &str) -> Option<&str> {
+    let mut parts = value.trim().split('-');
+    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2);
+    valid.then_some(trace)
+}
+
+fn new_trace_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}

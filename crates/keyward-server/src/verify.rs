@@ -1,0 +1,246 @@
+//! `POST /v1/verify`: the hot path. The body is parsed borrowing from the request bytes, the
+//! verifier answers from its cache, and the answer is written straight from the cached policy.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use keyward_core::policy::{EffectiveChannels, VerifyRequest};
+use keyward_core::signing::{SignedRequest, EMPTY_BODY_SHA256};
+use keyward_core::Code;
+use keyward_runtime::{Outcome, RateInfo};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::{SerializeSeq, Serializer};
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::auth;
+use crate::extract;
+use crate::problem::ApiError;
+
+/// The verification question. Unknown fields are refused: a misspelt `scope` must not turn
+/// into "no scope required".
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBody<'a> {
+    #[serde(borrow, default)]
+    #[schema(value_type = String)]
+    pub key: Option<Cow<'a, str>>,
+    /// One scope or a list; all are required.
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub scope: Option<Scopes<'a>>,
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<String>)]
+    pub client_ip: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<String>)]
+    pub sender: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub channels: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    pub request: Option<SignedRequestBody<'a>>,
+}
+
+/// The signed parts of the platform's request.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRequestBody<'a> {
+    #[serde(borrow, default)]
+    #[schema(value_type = String)]
+    pub method: Cow<'a, str>,
+    /// The request target exactly as sent (path and query).
+    #[serde(borrow, default)]
+    #[schema(value_type = String)]
+    pub path: Cow<'a, str>,
+    /// Decimal Unix seconds.
+    #[serde(borrow, default)]
+    #[schema(value_type = String)]
+    pub timestamp: Cow<'a, str>,
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<String>)]
+    pub signature: Option<Cow<'a, str>>,
+    /// Lowercase hex SHA-256 of the body; defaults to the empty body's.
+    #[serde(borrow, default)]
+    #[schema(value_type = Option<String>)]
+    pub body_sha256: Option<Cow<'a, str>>,
+}
+
+/// `"messages:send"` or `["messages:send", "templates:read"]`, kept as a slice either way.
+#[derive(Debug)]
+pub struct Scopes<'a>(Vec<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scopes<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScopesVisitor;
+        impl<'de> Visitor<'de> for ScopesVisitor {
+            type Value = Scopes<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a scope or a list of scopes")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Scopes(vec![Cow::Borrowed(v)]))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Scopes(vec![Cow::Owned(v.to_owned())]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut scopes = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(scope) = seq.next_element::<Cow<'de, str>>()? {
+                    scopes.push(scope);
+                }
+                Ok(Scopes(scopes))
+            }
+        }
+        deserializer.deserialize_any(ScopesVisitor)
+    }
+}
+
+#[derive(Serialize)]
+struct ValidAnswer<'p> {
+    valid: bool,
+    code: &'static str,
+    key_id: &'p str,
+    org_id: &'p str,
+    name: &'p str,
+    scopes: &'p [String],
+    channels: ChannelsOut<'p, 'p>,
+    environment: &'static str,
+    meta: Option<&'p serde_json::Map<String, serde_json::Value>>,
+    rate_limit: RateOut,
+}
+
+#[derive(Serialize)]
+struct RateOut {
+    limit: u32,
+    remaining: u32,
+    reset_ms: u64,
+}
+
+impl From<RateInfo> for RateOut {
+    fn from(rate: RateInfo) -> Self {
+        Self { limit: rate.limit, remaining: rate.remaining, reset_ms: rate.reset_ms }
+    }
+}
+
+#[derive(Serialize)]
+struct InvalidAnswer<'m> {
+    valid: bool,
+    code: &'static str,
+    status: u16,
+    message: &'m str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
+/// `"all"` or the list of effective slugs.
+struct ChannelsOut<'p, 'a>(EffectiveChannels<'p, 'a>);
+
+impl Serialize for ChannelsOut<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0 == EffectiveChannels::All {
+            return serializer.serialize_str("all");
+        }
+        let mut seq = serializer.serialize_seq(None)?;
+        let mut result = Ok(());
+        self.0.for_each(|slug| {
+            if result.is_ok() {
+                result = seq.serialize_element(slug);
+            }
+        });
+        result?;
+        seq.end()
+    }
+}
+
+/// Verify a key and a request against every rule (operator token required).
+#[utoipa::path(post, path = "/v1/verify", tag = "verify", request_body = VerifyBody<'_>,
+    responses((status = 200, description = "The decision: `valid`, `code`, and either the key's facts or `status` and `message`"),
+              (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 503, body = crate::problem::Problem)))]
+pub async fn verify(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    if !auth::is_operator(&headers, &state) {
+        return Err(ApiError::code(Code::Unauthenticated, "POST /v1/verify takes the operator token"));
+    }
+    let body: VerifyBody<'_> = extract::parse_json(&body)?;
+    let client_ip = match body.client_ip.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(text.parse().map_err(|_| ApiError::field("client_ip", "Not an IP address"))?),
+    };
+    let uppercase_method;
+    let signature = match &body.request {
+        Some(signed) if signed.signature.is_some() => {
+            let method: &str = if signed.method.bytes().any(|b| b.is_ascii_lowercase()) {
+                uppercase_method = signed.method.to_ascii_uppercase();
+                &uppercase_method
+            } else {
+                &signed.method
+            };
+            Some(SignedRequest {
+                timestamp: &signed.timestamp,
+                method,
+                path_and_query: &signed.path,
+                body_sha256: signed.body_sha256.as_deref().unwrap_or(EMPTY_BODY_SHA256),
+                signature: signed.signature.as_deref().unwrap_or_default(),
+            })
+        }
+        _ => None,
+    };
+    let request = VerifyRequest {
+        scopes: body.scope.as_ref().map_or(&[], |s| s.0.as_slice()),
+        client_ip,
+        sender: body.sender.as_deref(),
+        channels: body.channels.as_deref(),
+        signature,
+    };
+    let key = body.key.as_deref().unwrap_or("");
+    let (code, answer) = state.verifier.verify(key, &request, render).await;
+    state.verify_metrics.record(code, started);
+    answer
+}
+
+fn render(outcome: Outcome<'_, '_>) -> (Code, Result<Response, ApiError>) {
+    match outcome {
+        Outcome::Valid { policy, channels, rate } => {
+            let answer = ValidAnswer {
+                valid: true,
+                code: Code::Valid.as_str(),
+                key_id: policy.key_id.as_str(),
+                org_id: policy.org_id.as_str(),
+                name: &policy.name,
+                scopes: &policy.scopes,
+                channels: ChannelsOut(channels),
+                environment: policy.environment.as_str(),
+                meta: policy.meta.as_ref(),
+                rate_limit: rate.into(),
+            };
+            (Code::Valid, json_response(&answer))
+        }
+        Outcome::Invalid(failure) => {
+            let code = failure.denial.code;
+            let answer = InvalidAnswer {
+                valid: false,
+                code: code.as_str(),
+                status: code.verify_status(),
+                message: &failure.denial.message,
+                retry_after_ms: failure.retry_after_ms,
+            };
+            (code, json_response(&answer))
+        }
+        Outcome::Unavailable => (
+            Code::ServiceUnavailable,
+            Err(ApiError::code(Code::ServiceUnavailable, "The key store is unavailable; try again shortly")),
+        ),
+    }
+}
+
+fn json_response(answer: &impl Serialize) -> Result<Response, ApiError> {
+    let mut bytes = Vec::with_capacity(384);
+    serde_json::to_writer(&mut bytes, answer).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response())
+}

@@ -1,0 +1,168 @@
+//! Start-up shared by every command: global flags, config, store, master key, operator token.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use keyward_core::crypto::MasterKey;
+use keyward_core::key::KeyHash;
+use keyward_runtime::SystemClock;
+use keyward_server::config::Config;
+use keyward_server::{Deps, Keyward};
+use keyward_store::Store;
+use keyward_store_sqlite::SqliteStore;
+
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Database URL: sqlite://path (embedded, the default) or postgres://…
+    #[arg(long = "database", env = "KEYWARD_DATABASE_URL", default_value = "sqlite://keyward.db", global = true)]
+    pub database_url: String,
+    /// Config file (TOML): scope catalogue, key prefix, default rate limit, header names, …
+    #[arg(long, env = "KEYWARD_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// A problem with how keyward was invoked (flags, config): one line on stderr, exit code 2,
+/// nothing written.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+        let _ = error.print();
+        return if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
+    }
+    let rendered = error.render().to_string();
+    let line = rendered.lines().next().unwrap_or("invalid arguments");
+    eprintln!("keyward: {} (try --help)", line.trim_start_matches("error: "));
+    ExitCode::from(2)
+}
+
+pub fn report(error: &anyhow::Error) -> ExitCode {
+    if let Some(usage) = error.downcast_ref::<UsageError>() {
+        eprintln!("keyward: {usage}");
+        return ExitCode::from(2);
+    }
+    eprintln!("keyward: {error:#}");
+    ExitCode::FAILURE
+}
+
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = std::env::var("KEYWARD_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
+    match &global.config {
+        Some(path) => Config::from_file(path).map_err(|e| UsageError(e.to_string()).into()),
+        None => Ok(Config::default()),
+    }
+}
+
+/// Opens (creating if needed) and migrates the database named by the URL.
+pub async fn open_store(global: &GlobalArgs) -> anyhow::Result<(Arc<dyn Store>, Option<PathBuf>)> {
+    let url = global.database_url.as_str();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(UsageError("PostgreSQL is not supported by this build yet; use sqlite://path".to_owned()).into());
+    }
+    let store = SqliteStore::open(url).with_context(|| format!("cannot open the SQLite database {url}"))?;
+    let path = store.path().to_path_buf();
+    store.migrate().await.context("cannot migrate the database")?;
+    Ok((Arc::new(store), Some(path)))
+}
+
+const MASTER_KEY_CHECK: &str = "master_key_check";
+const OPERATOR_TOKEN_HASH: &str = "operator_token_hash";
+
+/// `KEYWARD_MASTER_KEY`, or the key file beside the SQLite database (generated on first start).
+pub async fn master_key(store: &dyn Store, db_path: Option<&Path>) -> anyhow::Result<MasterKey> {
+    let key = if let Ok(text) = std::env::var("KEYWARD_MASTER_KEY") {
+        MasterKey::from_base64(&text).map_err(|e| UsageError(format!("KEYWARD_MASTER_KEY: {e}")))?
+    } else {
+        let db_path = db_path.ok_or_else(|| UsageError("set KEYWARD_MASTER_KEY (32 bytes, base64)".to_owned()))?;
+        key_file(db_path).await?
+    };
+    // A database hashed under another master key would reject every key: refuse to start instead.
+    let check = hex::encode(key.pepper().hash("keyward master key check").as_bytes());
+    if !store.put_setting_if_absent(MASTER_KEY_CHECK, &check).await? {
+        let stored = store.setting(MASTER_KEY_CHECK).await?.unwrap_or_default();
+        if stored != check {
+            anyhow::bail!("the master key does not match the one this database was created with (KEYWARD_MASTER_KEY or the .master-key file)");
+        }
+    }
+    Ok(key)
+}
+
+async fn key_file(db_path: &Path) -> anyhow::Result<MasterKey> {
+    let mut file_name = db_path.file_name().unwrap_or_default().to_os_string();
+    file_name.push(".master-key");
+    let path = db_path.with_file_name(file_name);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return MasterKey::from_base64(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+    }
+    let key = MasterKey::generate(&mut rand::rngs::OsRng);
+    write_private(&path, &key.to_base64()).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::warn!(
+        path = %path.display(),
+        "generated a new master key file; back it up, and set KEYWARD_MASTER_KEY on every node that shares this database"
+    );
+    Ok(key)
+}
+
+/// Creates the file with mode 0600 (the master key must not be world-readable).
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+/// `KEYWARD_OPERATOR_TOKEN`, or the stored hash of a token generated (and printed) on first start.
+pub async fn operator_token_hash(store: &dyn Store, key: &MasterKey, announce: bool) -> anyhow::Result<KeyHash> {
+    let pepper = key.pepper();
+    if let Ok(token) = std::env::var("KEYWARD_OPERATOR_TOKEN") {
+        if token.trim().len() < 16 {
+            return Err(UsageError("KEYWARD_OPERATOR_TOKEN must be at least 16 characters".to_owned()).into());
+        }
+        return Ok(pepper.hash(token.trim()));
+    }
+    if let Some(stored) = store.setting(OPERATOR_TOKEN_HASH).await? {
+        let bytes = hex::decode(stored).ok().and_then(|b| KeyHash::from_slice(&b));
+        return bytes.ok_or_else(|| anyhow::anyhow!("the stored operator token hash is corrupt"));
+    }
+    let token = format!("kwop_{}", keyward_core::base62::random_string(&mut rand::rngs::OsRng, 40));
+    let hash = pepper.hash(&token);
+    if store.put_setting_if_absent(OPERATOR_TOKEN_HASH, &hex::encode(hash.as_bytes())).await? {
+        if announce {
+            // Printed once, on purpose, outside the log stream: it is never shown again.
+            eprintln!("\n  keyward operator token (shown once, stored hashed; keep it safe):\n\n    {token}\n");
+        }
+        Ok(hash)
+    } else {
+        // Another process generated it first.
+        Box::pin(operator_token_hash(store, key, announce)).await
+    }
+}
+
+/// Everything a command needs to act like the server.
+pub async fn keyward(global: &GlobalArgs, announce_token: bool) -> anyhow::Result<Arc<Keyward>> {
+    let config = load_config(global)?;
+    let (store, path) = open_store(global).await?;
+    let master_key = master_key(store.as_ref(), path.as_deref()).await?;
+    let operator_token_hash = operator_token_hash(store.as_ref(), &master_key, announce_token).await?;
+    Ok(Keyward::new(Deps { config, store, master_key, clock: Arc::new(SystemClock), operator_token_hash }))
+}

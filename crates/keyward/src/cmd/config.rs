@@ -1,0 +1,14 @@
+//! `keyward config example`.
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print a commented example config file with every default.
+    Example,
+}
+
+pub fn run(command: &Command) -> anyhow::Result<()> {
+    match command {
+        Command::Example => print!("{}", keyward_server::config::EXAMPLE),
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand; each calls the same library crates as the server.
+
+pub mod config;
+pub mod keys;
+pub mod migrate;
+pub mod org;
+pub mod serve;
+pub mod sign;

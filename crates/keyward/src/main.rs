@@ -1,0 +1,66 @@
+//! The `keyward` binary: the clap command tree and dispatch. Each subcommand lives in `cmd/`.
+
+mod boot;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// keyward: issue, scope, restrict, sign, rate-limit, verify and revoke API keys.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: boot::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server (creates and migrates the database on start).
+    Serve(cmd::serve::Args),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Manage organizations.
+    #[command(subcommand)]
+    Org(cmd::org::Command),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(cmd::keys::Command),
+    /// Print the signature headers for a request (for clients and debugging).
+    Sign(cmd::sign::Args),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(cmd::config::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return boot::usage_error(&error),
+    };
+    boot::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("keyward: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(&cli.global, args).await,
+            Command::Migrate => cmd::migrate::run(&cli.global).await,
+            Command::Org(command) => cmd::org::run(&cli.global, command).await,
+            Command::Keys(command) => cmd::keys::run(&cli.global, command).await,
+            Command::Sign(args) => cmd::sign::run(&cli.global, &args),
+            Command::Config(command) => cmd::config::run(&command),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => boot::report(&error),
+    }
+}
