@@ -274,6 +274,9 @@ pub fn expires_at(value: &Value, now: OffsetDateTime) -> Result<Option<OffsetDat
                 .map_err(|_| "Expiry must be an RFC 3339 timestamp, such as 2030-01-31T12:00:00Z".to_owned())?;
             if at <= now {
                 Err(EXPIRY_MESSAGE.to_owned())
+            } else if at > now + time::Duration::days(36_500) {
+                // Far-future dates overflow stored nanosecond times; "never" is null.
+                Err("Expiry must be within 100 years; leave it empty for a key that never expires".to_owned())
             } else {
                 Ok(Some(at.to_offset(time::UtcOffset::UTC)))
             }

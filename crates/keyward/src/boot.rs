@@ -35,9 +35,15 @@ pub fn usage_error(error: &clap::Error) -> ExitCode {
         let _ = error.print();
         return if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
     }
+    // clap explains over several lines; keep what comes before the usage, on one line.
     let rendered = error.render().to_string();
-    let line = rendered.lines().next().unwrap_or("invalid arguments");
-    eprintln!("keyward: {} (try --help)", line.trim_start_matches("error: "));
+    let explanation: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| !line.is_empty())
+        .collect();
+    eprintln!("keyward: {} (try --help)", explanation.join(" ").trim_start_matches("error: "));
     ExitCode::from(2)
 }
 
@@ -54,7 +60,10 @@ pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = std::env::var("KEYWARD_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         builder.json().init();
     } else {

@@ -1,0 +1,186 @@
+//! `spawn_app()`: the real server on 127.0.0.1:0, a fresh SQLite file, a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::crypto::MasterKey;
+use keyward_runtime::ManualClock;
+use keyward_server::config::Config;
+use keyward_server::{Deps, Keyward};
+use keyward_store::Store;
+use keyward_store_sqlite::SqliteStore;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+/// Where every test's clock starts.
+pub const START: OffsetDateTime = datetime!(2030-01-01 00:00:00 UTC);
+
+pub struct TestApp {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub operator_token: String,
+    pub clock: Arc<ManualClock>,
+    pub keyward: Arc<Keyward>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Config::default()).await
+}
+
+pub async fn spawn_app_with(config: Config) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path().join("keyward.db").to_str().expect("utf-8 path")).expect("open store");
+    store.migrate().await.expect("migrate");
+    let master_key = MasterKey::generate(&mut rand::rngs::OsRng);
+    let operator_token = format!("kwop_test_{}", keyward_core::base62::random_string(&mut rand::rngs::OsRng, 32));
+    let clock = Arc::new(ManualClock::new(START));
+    let keyward = Keyward::new(Deps {
+        operator_token_hash: master_key.pepper().hash(&operator_token),
+        config,
+        store: Arc::new(store),
+        master_key,
+        clock: clock.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(keyward_server::serve(listener, keyward.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let server = tokio::spawn(async move {
+        server.await.expect("server task").expect("server");
+    });
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client.get(format!("{base_url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    TestApp {
+        base_url,
+        client,
+        operator_token,
+        clock,
+        keyward,
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+/// A response's status and JSON body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Asserts a problem+json error with this status and code.
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{:#}", self.body);
+        assert_eq!(self.body["code"], code, "{:#}", self.body);
+        assert_eq!(self.body["status"], status);
+        assert_eq!(self.content_type, "application/problem+json");
+    }
+
+    /// The message of the error on `field`.
+    pub fn field_error(&self, field: &str) -> Option<String> {
+        self.body["errors"]
+            .as_array()?
+            .iter()
+            .find(|e| e["field"] == field)
+            .and_then(|e| e["message"].as_str().map(str::to_owned))
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Answer {
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Answer { status, content_type, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(self.client.get(self.url(path)).bearer_auth(&self.operator_token)).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Answer {
+        self.send(self.client.post(self.url(path)).bearer_auth(&self.operator_token).json(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Answer {
+        self.send(self.client.patch(self.url(path)).bearer_auth(&self.operator_token).json(body)).await
+    }
+
+    pub async fn create_org(&self, name: &str) -> String {
+        let answer = self.post("/v1/orgs", &json!({ "name": name })).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:#}", answer.body);
+        answer.body["id"].as_str().expect("org id").to_owned()
+    }
+
+    /// An org with sender `+14155550100` and `+14155550101`, channels `marketing`, `alerts`, `test-devices`.
+    pub async fn create_org_with_senders(&self) -> String {
+        let org = self.create_org("Acme").await;
+        for number in ["+14155550100", "+14155550101"] {
+            let answer = self.post(&format!("/v1/orgs/{org}/phone-numbers"), &json!({ "number": number })).await;
+            assert_eq!(answer.status, StatusCode::CREATED, "{:#}", answer.body);
+        }
+        for slug in ["marketing", "alerts", "test-devices"] {
+            let answer = self.post(&format!("/v1/orgs/{org}/channels"), &json!({ "slug": slug, "name": slug })).await;
+            assert_eq!(answer.status, StatusCode::CREATED, "{:#}", answer.body);
+        }
+        org
+    }
+
+    /// Creates a key and returns the whole 201 body (`key`, `secret`, `signing_secret`).
+    pub async fn create_key(&self, org: &str, body: &Value) -> Value {
+        let answer = self.post(&format!("/v1/orgs/{org}/keys"), body).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:#}", answer.body);
+        answer.body
+    }
+
+    /// `POST /v1/verify`; asserts the HTTP status is 200 and returns the decision.
+    pub async fn verify(&self, body: &Value) -> Value {
+        let answer = self.post("/v1/verify", body).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:#}", answer.body);
+        answer.body
+    }
+
+    /// Stops the server gracefully (flushing last-used times).
+    pub async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server stopped");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}

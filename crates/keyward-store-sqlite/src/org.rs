@@ -1,0 +1,340 @@
+//! The tenant view: every query binds `org_id`, so another org's id is simply not found.
+
+use async_trait::async_trait;
+use keyward_core::ids::{ChannelId, KeyId, OrgId, PhoneNumberId};
+use keyward_core::record::{KeyPatch, KeyRecord};
+use keyward_store::{
+    AuditFilter, AuditRecord, ChannelRecord, Cursor, KeyFilter, NewAuditEvent, OrgStore, Page, Paged,
+    PhoneNumberRecord, RevokeKey, RollKey, StatusFilter, StoreError, StoreResult,
+};
+use rusqlite::{params, Connection};
+use serde_json::{json, Map, Value};
+
+use crate::error::{bad_row, conflict_as, DbResult, Fail};
+use crate::rows::{self, append_event, event_columns, event_from_row, key_columns, key_from_row, log_change, nanos};
+use crate::SqliteStore;
+
+pub(crate) struct SqliteOrgStore<'s> {
+    store: &'s SqliteStore,
+    org_id: OrgId,
+}
+
+impl<'s> SqliteOrgStore<'s> {
+    pub(crate) fn new(store: &'s SqliteStore, org_id: OrgId) -> Self {
+        Self { store, org_id }
+    }
+}
+
+/// The key `id` of `org_id`, for a change: `NotFound` if it is not there, `KeyInactive` if revoked.
+fn editable_key(conn: &Connection, org_id: &OrgId, id: &KeyId) -> DbResult<KeyRecord> {
+    let key = find_key(conn, org_id, id)?.ok_or(StoreError::NotFound)?;
+    if key.revoked_at.is_some() {
+        return Err(StoreError::KeyInactive.into());
+    }
+    Ok(key)
+}
+
+fn find_key(conn: &Connection, org_id: &OrgId, id: &KeyId) -> DbResult<Option<KeyRecord>> {
+    let mut stmt =
+        conn.prepare_cached(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = ?1 AND org_id = ?2"))?;
+    let mut rows = stmt.query([id.as_str(), org_id.as_str()])?;
+    rows.next()?.map(key_from_row).transpose()
+}
+
+/// A key or event must belong to the view it is written through.
+fn check_org(org_id: &OrgId, record_org: &OrgId) -> DbResult<()> {
+    if org_id == record_org {
+        Ok(())
+    } else {
+        Err(Fail(StoreError::Other(format!("a record of {record_org} written through {org_id}'s store").into())))
+    }
+}
+
+/// Newest first, `limit` items after the cursor: callers fetch `limit + 1` rows, and the extra
+/// one only says that there is a next page.
+fn paged<T>(mut rows: Vec<(i64, T)>, limit: usize) -> Paged<T> {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(seq, _)| Cursor(*seq))
+    } else {
+        None
+    };
+    Paged { items: rows.into_iter().map(|(_, item)| item).collect(), next }
+}
+
+/// The page size (at least one, or a client could loop forever on an empty page) and the
+/// exclusive upper bound of `seq`.
+fn page_bounds(page: Page) -> (usize, i64, i64) {
+    let limit = page.limit.max(1);
+    let cursor = page.cursor.map_or(i64::MAX, |cursor| cursor.0);
+    // u32 always fits in usize and i64 on the platforms we build for.
+    (usize::try_from(limit).unwrap_or(usize::MAX), cursor, i64::from(limit) + 1)
+}
+
+#[async_trait]
+impl OrgStore for SqliteOrgStore<'_> {
+    fn org_id(&self) -> &OrgId {
+        &self.org_id
+    }
+
+    async fn add_phone_number(&self, number: &PhoneNumberRecord, event: &NewAuditEvent) -> StoreResult<()> {
+        let (org_id, number, event) = (self.org_id.clone(), number.clone(), event.clone());
+        self.store
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO phone_numbers (id, org_id, number, created_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![number.id.as_str(), org_id.as_str(), number.number, nanos(number.created_at)?])
+                .map_err(|error| conflict_as(error.into(), "phone_number"))?;
+                append_event(conn, &org_id, &event)?;
+                // The sender rule reads the org's numbers: cached policies of the org are stale.
+                log_change(conn, &org_id, None, event.at)
+            })
+            .await
+    }
+
+    async fn phone_numbers(&self) -> StoreResult<Vec<PhoneNumberRecord>> {
+        let org_id = self.org_id.clone();
+        self.store
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, number, created_at FROM phone_numbers WHERE org_id = ?1 ORDER BY created_at, rowid",
+                )?;
+                let mut rows = stmt.query([org_id.as_str()])?;
+                let mut numbers = Vec::new();
+                while let Some(row) = rows.next()? {
+                    numbers.push(PhoneNumberRecord {
+                        id: PhoneNumberId::parse(&row.get::<_, String>("id")?)
+                            .map_err(|_| bad_row("phone_numbers.id"))?,
+                        number: row.get("number")?,
+                        created_at: rows::time("phone_numbers.created_at", row.get("created_at")?)?,
+                    });
+                }
+                Ok(numbers)
+            })
+            .await
+    }
+
+    async fn add_channel(&self, channel: &ChannelRecord, event: &NewAuditEvent) -> StoreResult<()> {
+        let (org_id, channel, event) = (self.org_id.clone(), channel.clone(), event.clone());
+        self.store
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO channels (id, org_id, slug, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    channel.id.as_str(),
+                    org_id.as_str(),
+                    channel.slug,
+                    channel.name,
+                    nanos(channel.created_at)?
+                ])
+                .map_err(|error| conflict_as(error.into(), "channel_slug"))?;
+                append_event(conn, &org_id, &event)
+            })
+            .await
+    }
+
+    async fn channels(&self) -> StoreResult<Vec<ChannelRecord>> {
+        let org_id = self.org_id.clone();
+        self.store
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id, slug, name, created_at FROM channels WHERE org_id = ?1 ORDER BY created_at, rowid",
+                )?;
+                let mut rows = stmt.query([org_id.as_str()])?;
+                let mut channels = Vec::new();
+                while let Some(row) = rows.next()? {
+                    channels.push(ChannelRecord {
+                        id: ChannelId::parse(&row.get::<_, String>("id")?).map_err(|_| bad_row("channels.id"))?,
+                        slug: row.get("slug")?,
+                        name: row.get("name")?,
+                        created_at: rows::time("channels.created_at", row.get("created_at")?)?,
+                    });
+                }
+                Ok(channels)
+            })
+            .await
+    }
+
+    async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> StoreResult<()> {
+        let (org_id, key, event) = (self.org_id.clone(), key.clone(), event.clone());
+        self.store
+            .write(move |conn| {
+                check_org(&org_id, &key.org_id)?;
+                rows::insert_key(conn, &key)?;
+                append_event(conn, &org_id, &event)
+            })
+            .await
+    }
+
+    async fn find_key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
+        let (org_id, id) = (self.org_id.clone(), id.clone());
+        self.store.read(move |conn| find_key(conn, &org_id, &id)).await
+    }
+
+    async fn list_keys(&self, filter: &KeyFilter, page: Page) -> StoreResult<Paged<KeyRecord>> {
+        let (org_id, filter) = (self.org_id.clone(), filter.clone());
+        let (limit, before, fetch) = page_bounds(page);
+        self.store
+            .read(move |conn| {
+                // One static statement for every filter (a NULL filter matches all), so it is
+                // prepared once and cached; `expired` is derived from `now`, as KeyRecord::status.
+                let mut stmt = conn.prepare_cached(concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM api_keys WHERE org_id = ?1 AND seq < ?2 AND (?3 IS NULL OR created_by = ?3) AND \
+                     CASE ?4 \
+                       WHEN 'active' THEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?5) \
+                       WHEN 'revoked' THEN revoked_at IS NOT NULL \
+                       WHEN 'expired' THEN revoked_at IS NULL AND expires_at <= ?5 \
+                       ELSE 1 \
+                     END \
+                     ORDER BY seq DESC LIMIT ?6"
+                ))?;
+                let status = filter.status.map(|status| match status {
+                    StatusFilter::Active => "active",
+                    StatusFilter::Revoked => "revoked",
+                    StatusFilter::Expired => "expired",
+                });
+                let mut rows =
+                    stmt.query(params![org_id.as_str(), before, filter.created_by, status, nanos(filter.now)?, fetch])?;
+                let mut keys = Vec::new();
+                while let Some(row) = rows.next()? {
+                    keys.push((row.get("seq")?, key_from_row(row)?));
+                }
+                Ok(paged(keys, limit))
+            })
+            .await
+    }
+
+    async fn update_key(&self, id: &KeyId, patch: &KeyPatch, mut event: NewAuditEvent) -> StoreResult<KeyRecord> {
+        let (org_id, id, patch) = (self.org_id.clone(), id.clone(), patch.clone());
+        self.store
+            .write(move |conn| {
+                let mut key = editable_key(conn, &org_id, &id)?;
+                let changes = patch.apply(&mut key.settings);
+                if changes.is_empty() {
+                    return Ok(key);
+                }
+                rows::update_key(conn, &key)?;
+                event.changes = Value::Object(
+                    changes
+                        .into_iter()
+                        .map(|change| (change.field.to_owned(), json!({"old": change.old, "new": change.new})))
+                        .collect::<Map<_, _>>(),
+                );
+                append_event(conn, &org_id, &event)?;
+                log_change(conn, &org_id, Some(&key.hash), event.at)?;
+                Ok(key)
+            })
+            .await
+    }
+
+    async fn revoke_key(&self, revoke: &RevokeKey<'_>, event: &NewAuditEvent) -> StoreResult<KeyRecord> {
+        let (org_id, id, at, by, event) =
+            (self.org_id.clone(), revoke.id.clone(), revoke.at, revoke.by.id.clone(), event.clone());
+        self.store
+            .write(move |conn| {
+                let mut key = find_key(conn, &org_id, &id)?.ok_or(StoreError::NotFound)?;
+                // Idempotent: the first revocation's time and actor stay, and nothing is logged.
+                if key.revoked_at.is_some() {
+                    return Ok(key);
+                }
+                key.revoked_at = Some(at);
+                key.revoked_by = Some(by);
+                rows::update_key(conn, &key)?;
+                append_event(conn, &org_id, &event)?;
+                log_change(conn, &org_id, Some(&key.hash), event.at)?;
+                Ok(key)
+            })
+            .await
+    }
+
+    async fn roll_key(
+        &self,
+        roll: &RollKey<'_>,
+        rolled: &NewAuditEvent,
+        created: &NewAuditEvent,
+    ) -> StoreResult<KeyRecord> {
+        let org_id = self.org_id.clone();
+        let (old_id, new, at, grace_until, by) =
+            (roll.old.clone(), roll.new.clone(), roll.at, roll.grace_until, roll.by.id.clone());
+        let (rolled, created) = (rolled.clone(), created.clone());
+        self.store
+            .write(move |conn| {
+                let mut old = editable_key(conn, &org_id, &old_id)?;
+                check_org(&org_id, &new.org_id)?;
+                rows::insert_key(conn, &new)?;
+                match grace_until {
+                    None => {
+                        old.revoked_at = Some(at);
+                        old.revoked_by = Some(by);
+                    }
+                    Some(until) => {
+                        // Grace never extends a key: an earlier expiry stays.
+                        old.settings.expires_at = Some(old.settings.expires_at.map_or(until, |at| at.min(until)));
+                    }
+                }
+                rows::update_key(conn, &old)?;
+                append_event(conn, &org_id, &rolled)?;
+                append_event(conn, &org_id, &created)?;
+                log_change(conn, &org_id, Some(&old.hash), at)?;
+                Ok(old)
+            })
+            .await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter, page: Page) -> StoreResult<Paged<AuditRecord>> {
+        let (org_id, filter) = (self.org_id.clone(), filter.clone());
+        let (limit, before, fetch) = page_bounds(page);
+        self.store
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM audit_events WHERE org_id = ?1 AND seq < ?2 \
+                     AND (?3 IS NULL OR action = ?3) AND (?4 IS NULL OR target_id = ?4) \
+                     AND (?5 IS NULL OR actor_id = ?5) AND (?6 IS NULL OR at >= ?6) AND (?7 IS NULL OR at <= ?7) \
+                     ORDER BY seq DESC LIMIT ?8"
+                ))?;
+                let since = filter.since.map(nanos).transpose()?;
+                let until = filter.until.map(nanos).transpose()?;
+                let mut rows = stmt.query(params![
+                    org_id.as_str(),
+                    before,
+                    filter.action,
+                    filter.target_id,
+                    filter.actor_id,
+                    since,
+                    until,
+                    fetch
+                ])?;
+                let mut events = Vec::new();
+                while let Some(row) = rows.next()? {
+                    events.push((row.get("seq")?, event_from_row(row)?));
+                }
+                Ok(paged(events, limit))
+            })
+            .await
+    }
+
+    async fn audit_chain(&self) -> StoreResult<Vec<AuditRecord>> {
+        let org_id = self.org_id.clone();
+        self.store
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM audit_events WHERE org_id = ?1 ORDER BY seq"
+                ))?;
+                let mut rows = stmt.query([org_id.as_str()])?;
+                let mut events = Vec::new();
+                while let Some(row) = rows.next()? {
+                    events.push(event_from_row(row)?);
+                }
+                Ok(events)
+            })
+            .await
+    }
+}

@@ -1,0 +1,622 @@
+//! The story every backend must pass (as atuin's `db_story`): schema and settings, tenancy,
+//! cursors and filters, revoke idempotence, rolls, last-used batches, the change feed and the
+//! audit chain written in each change's transaction. Call [`run`] on a fresh, empty database;
+//! it panics on the first broken promise, naming it.
+
+use keyward_core::audit::{chain_hash, GENESIS};
+use keyward_core::ids::{ChannelId, EventId, KeyId, OrgId, PhoneNumberId};
+use keyward_core::key::{Environment, KeyHash};
+use keyward_core::record::{Actor, ActorKind, Channels, KeyPatch, KeyRecord, KeySettings};
+use keyward_core::validate::parse_ip_entry;
+use serde_json::{json, Value};
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use crate::{
+    AuditFilter, AuditRecord, Change, ChannelRecord, Cursor, KeyFilter, NewAuditEvent, OrgRecord, OrgStore, Page,
+    PhoneNumberRecord, RevokeKey, RollKey, StatusFilter, Store, StoreError,
+};
+
+/// The story's "now". Nanoseconds on purpose: times must round-trip exactly.
+const T0: OffsetDateTime = datetime!(2026-01-15 10:00:00.123456789 UTC);
+
+fn at(seconds: i64) -> OffsetDateTime {
+    T0 + Duration::seconds(seconds)
+}
+
+fn key_id(n: u8) -> KeyId {
+    KeyId::parse(&format!("key_k{n}")).expect("a valid key id")
+}
+
+fn page(limit: u32, cursor: Option<Cursor>) -> Page {
+    Page { limit, cursor }
+}
+
+fn key_filter(status: Option<StatusFilter>, created_by: Option<&str>) -> KeyFilter {
+    KeyFilter { status, created_by: created_by.map(str::to_owned), now: T0 }
+}
+
+fn ids(keys: &[KeyRecord]) -> Vec<&str> {
+    keys.iter().map(|key| key.id.as_str()).collect()
+}
+
+/// A plain key `n` of `org`: hash `[n; 32]`, id `key_k{n}`.
+fn key(n: u8, org: &OrgId, created_by: &str) -> KeyRecord {
+    KeyRecord {
+        id: key_id(n),
+        org_id: org.clone(),
+        prefix: format!("kw_live_0000000{n}"),
+        hash: KeyHash([n; 32]),
+        sealed_signing_secret: None,
+        settings: KeySettings {
+            name: format!("key {n}"),
+            scopes: vec!["messages:send".to_owned()],
+            hmac_required: false,
+            rate_limit: None,
+            expires_at: None,
+            ip_allowlist: Vec::new(),
+            phone_allowlist: Vec::new(),
+            channels: Channels::All,
+            environment: Environment::Live,
+            external_id: None,
+            meta: None,
+        },
+        created_at: at(-86_400 + i64::from(n)),
+        created_by: created_by.to_owned(),
+        revoked_at: None,
+        revoked_by: None,
+        last_used_at: None,
+    }
+}
+
+/// A key with every optional setting filled, to check each column round-trips.
+fn full_key(n: u8, org: &OrgId) -> KeyRecord {
+    let mut key = key(n, org, "usr_alice");
+    key.prefix = format!("kw_test_0000000{n}");
+    key.sealed_signing_secret = Some(vec![1, 2, 3, 0, 255]);
+    let ips = ["10.0.0.0/8", "203.0.113.7", "2001:db8::1", "2001:db8::/32"];
+    key.settings = KeySettings {
+        name: "Production sender".to_owned(),
+        scopes: vec!["messages:send".to_owned(), "templates:read".to_owned()],
+        hmac_required: true,
+        rate_limit: Some(50),
+        expires_at: Some(at(30 * 86_400)),
+        ip_allowlist: ips.iter().map(|ip| parse_ip_entry(ip).expect("a valid IP entry")).collect(),
+        phone_allowlist: vec!["+14155550100".to_owned()],
+        channels: Channels::Only(vec!["marketing".to_owned(), "alerts".to_owned()]),
+        environment: Environment::Test,
+        external_id: Some("crm-42".to_owned()),
+        meta: json!({"team": "growth", "tier": 2, "tags": ["a", "b"]}).as_object().cloned(),
+    };
+    key
+}
+
+struct Story<'s> {
+    store: &'s dyn Store,
+    org_a: OrgId,
+    org_b: OrgId,
+    alice: Actor,
+    operator: Actor,
+    /// Events written so far; each gets the next second after [`T0`].
+    events: u32,
+    /// What each org's audit chain must hold, oldest first.
+    audit_a: Vec<NewAuditEvent>,
+    audit_b: Vec<NewAuditEvent>,
+    /// Where the change feed stood before the story, and what it must report since.
+    feed_start: i64,
+    feed: Vec<Change>,
+    /// A position in the feed taken mid-story, and how many of `feed` came before it.
+    feed_mark: (i64, usize),
+}
+
+/// Runs the whole story. `store` must be freshly created and empty.
+pub async fn run(store: &dyn Store) {
+    schema_and_settings(store).await;
+    let mut plot = Story {
+        store,
+        org_a: OrgId::parse("org_A1").expect("a valid org id"),
+        org_b: OrgId::parse("org_B2").expect("a valid org id"),
+        alice: Actor { kind: ActorKind::Member, id: "usr_alice".to_owned(), name: "alice@example.com".to_owned() },
+        operator: Actor::operator(),
+        events: 0,
+        audit_a: Vec::new(),
+        audit_b: Vec::new(),
+        feed_start: store.latest_change().await.expect("latest_change"),
+        feed: Vec::new(),
+        feed_mark: (0, 0),
+    };
+    plot.orgs().await;
+    plot.numbers_and_channels().await;
+    plot.insert_keys().await;
+    plot.tenancy().await;
+    plot.listing().await;
+    plot.update().await;
+    plot.revoke().await;
+    plot.roll().await;
+    plot.last_used().await;
+    plot.no_event_no_change().await;
+    plot.change_feed().await;
+    plot.audit_chains().await;
+    plot.audit_listing().await;
+}
+
+async fn schema_and_settings(store: &dyn Store) {
+    store.migrate().await.expect("first migrate");
+    store.migrate().await.expect("migrate is idempotent");
+    store.ping().await.expect("ping");
+
+    assert_eq!(store.setting("operator_token_hash").await.expect("setting"), None);
+    assert!(store.put_setting_if_absent("operator_token_hash", "v1").await.expect("put setting"));
+    assert!(
+        !store.put_setting_if_absent("operator_token_hash", "v2").await.expect("put setting again"),
+        "a second put_setting_if_absent must not overwrite"
+    );
+    assert_eq!(store.setting("operator_token_hash").await.expect("setting").as_deref(), Some("v1"));
+}
+
+impl Story<'_> {
+    fn a(&self) -> Box<dyn OrgStore + '_> {
+        self.store.org(&self.org_a)
+    }
+
+    fn b(&self) -> Box<dyn OrgStore + '_> {
+        self.store.org(&self.org_b)
+    }
+
+    fn event(&mut self, actor: &Actor, action: &str, target_type: &str, target_id: &str) -> NewAuditEvent {
+        self.events += 1;
+        NewAuditEvent {
+            id: EventId::parse(&format!("evt_e{}", self.events)).expect("a valid event id"),
+            at: at(i64::from(self.events)),
+            actor: actor.clone(),
+            actor_ip: (actor.kind == ActorKind::Member).then(|| "203.0.113.7".to_owned()),
+            action: action.to_owned(),
+            target_type: target_type.to_owned(),
+            target_id: target_id.to_owned(),
+            target_name: format!("name of {target_id}"),
+            changes: json!({"detail": self.events}),
+            trace_id: format!("{:032x}", self.events),
+        }
+    }
+
+    /// An event that reuses the first event's id, so writing it fails: the change must not land.
+    fn duplicate_event(&self) -> NewAuditEvent {
+        let mut event = self.audit_a.first().expect("the story has written events").clone();
+        event.at = at(9_999);
+        event
+    }
+
+    async fn key_a(&self, n: u8) -> KeyRecord {
+        self.a().find_key(&key_id(n)).await.expect("find_key").unwrap_or_else(|| panic!("key_k{n} is in org A"))
+    }
+
+    async fn orgs(&mut self) {
+        let org_a = OrgRecord { id: self.org_a.clone(), name: "Acme".to_owned(), created_at: at(-100_000) };
+        let org_b = OrgRecord { id: self.org_b.clone(), name: "Acme".to_owned(), created_at: at(-90_000) };
+        self.store.insert_org(&org_a).await.expect("insert org A");
+        self.store.insert_org(&org_b).await.expect("org names need not be unique");
+        assert!(
+            matches!(self.store.insert_org(&org_a).await, Err(StoreError::Conflict { .. })),
+            "a second org with the same id is a conflict"
+        );
+        assert_eq!(self.store.find_org(&self.org_a).await.expect("find_org"), Some(org_a.clone()));
+        let missing = OrgId::parse("org_missing").expect("a valid org id");
+        assert_eq!(self.store.find_org(&missing).await.expect("find_org"), None);
+        let orgs = self.store.list_orgs().await.expect("list_orgs");
+        assert!(orgs.contains(&org_a) && orgs.contains(&org_b), "list_orgs holds both orgs: {orgs:?}");
+        let nothing = self.store.org(&missing).list_keys(&key_filter(None, None), page(10, None)).await;
+        assert!(nothing.expect("list_keys of a missing org").items.is_empty());
+    }
+
+    async fn numbers_and_channels(&mut self) {
+        let number = PhoneNumberRecord {
+            id: PhoneNumberId::parse("pn_1").expect("a valid id"),
+            number: "+14155550100".to_owned(),
+            created_at: at(1),
+        };
+        let event = self.event(&self.alice.clone(), "phone_number.added", "phone_number", "pn_1");
+        self.a().add_phone_number(&number, &event).await.expect("add phone number");
+        self.audit_a.push(event);
+        self.feed.push(Change::Org(self.org_a.clone()));
+
+        let again = PhoneNumberRecord { id: PhoneNumberId::parse("pn_2").expect("a valid id"), ..number.clone() };
+        let event = self.event(&self.alice.clone(), "phone_number.added", "phone_number", "pn_2");
+        match self.a().add_phone_number(&again, &event).await {
+            Err(StoreError::Conflict { constraint: "phone_number" }) => {}
+            other => panic!("a number already in the org is a phone_number conflict, got {other:?}"),
+        }
+        // The same number in another org is fine: uniqueness is per org.
+        let in_b = PhoneNumberRecord { id: PhoneNumberId::parse("pn_3").expect("a valid id"), ..number.clone() };
+        let event = self.event(&self.operator.clone(), "phone_number.added", "phone_number", "pn_3");
+        self.b().add_phone_number(&in_b, &event).await.expect("the same number in org B");
+        self.audit_b.push(event);
+        self.feed.push(Change::Org(self.org_b.clone()));
+        assert_eq!(self.a().phone_numbers().await.expect("phone_numbers"), [number]);
+        assert_eq!(self.b().phone_numbers().await.expect("phone_numbers"), [in_b]);
+
+        let channel = ChannelRecord {
+            id: ChannelId::parse("ch_1").expect("a valid id"),
+            slug: "marketing".to_owned(),
+            name: "Marketing".to_owned(),
+            created_at: at(2),
+        };
+        let event = self.event(&self.alice.clone(), "channel.added", "channel", "ch_1");
+        self.a().add_channel(&channel, &event).await.expect("add channel");
+        self.audit_a.push(event);
+        let again = ChannelRecord { id: ChannelId::parse("ch_2").expect("a valid id"), ..channel.clone() };
+        let event = self.event(&self.alice.clone(), "channel.added", "channel", "ch_2");
+        match self.a().add_channel(&again, &event).await {
+            Err(StoreError::Conflict { constraint: "channel_slug" }) => {}
+            other => panic!("a slug already in the org is a channel_slug conflict, got {other:?}"),
+        }
+        assert_eq!(self.a().channels().await.expect("channels"), [channel]);
+        assert!(self.b().channels().await.expect("channels").is_empty());
+    }
+
+    /// Org A: k1 (every setting), k2 (expired), k3, k4, k5, alternating creators. Org B: k9.
+    async fn insert_keys(&mut self) {
+        let mut expired = key(2, &self.org_a, "operator");
+        expired.settings.expires_at = Some(at(-3_600));
+        let keys = [
+            full_key(1, &self.org_a),
+            expired,
+            key(3, &self.org_a, "usr_alice"),
+            key(4, &self.org_a, "operator"),
+            key(5, &self.org_a, "usr_alice"),
+        ];
+        for key in &keys {
+            let event = self.event(&self.alice.clone(), "key.created", "api_key", key.id.as_str());
+            self.a().insert_key(key, &event).await.expect("insert_key");
+            self.audit_a.push(event);
+            assert_eq!(self.a().find_key(&key.id).await.expect("find_key").as_ref(), Some(key), "key round-trips");
+            assert_eq!(
+                self.store.find_key_by_hash(&key.hash).await.expect("find_key_by_hash").as_ref(),
+                Some(key),
+                "find_key_by_hash finds {}",
+                key.id
+            );
+        }
+        let in_b = key(9, &self.org_b, "operator");
+        let event = self.event(&self.operator.clone(), "key.created", "api_key", in_b.id.as_str());
+        self.b().insert_key(&in_b, &event).await.expect("insert_key in B");
+        self.audit_b.push(event);
+        assert_eq!(self.store.find_key_by_hash(&KeyHash([200; 32])).await.expect("find_key_by_hash"), None);
+        self.feed_mark = (self.store.latest_change().await.expect("latest_change"), self.feed.len());
+    }
+
+    /// Org B's view sees nothing of org A's keys and can change none of them.
+    async fn tenancy(&mut self) {
+        let foreign = key_id(1);
+        let event = self.event(&self.operator.clone(), "key.updated", "api_key", foreign.as_str());
+        let b = self.b();
+        assert_eq!(b.find_key(&foreign).await.expect("find_key"), None, "B cannot find A's key");
+        assert_eq!(ids(&b.list_keys(&key_filter(None, None), page(50, None)).await.expect("list").items), ["key_k9"]);
+        let patch = KeyPatch { name: Some("stolen".to_owned()), ..KeyPatch::default() };
+        assert!(matches!(b.update_key(&foreign, &patch, event.clone()).await, Err(StoreError::NotFound)));
+        let revoke = RevokeKey { id: &foreign, at: at(50), by: &self.operator };
+        assert!(matches!(b.revoke_key(&revoke, &event).await, Err(StoreError::NotFound)));
+        let new = key(8, &self.org_b, "operator");
+        let roll = RollKey { old: &foreign, new: &new, at: at(50), grace_until: None, by: &self.operator };
+        assert!(matches!(b.roll_key(&roll, &event, &event).await, Err(StoreError::NotFound)));
+        assert_eq!(b.find_key(&new.id).await.expect("find_key"), None, "a refused roll inserts nothing");
+        assert!(
+            b.list_audit(&AuditFilter::default(), page(100, None))
+                .await
+                .expect("list_audit")
+                .items
+                .iter()
+                .all(|record| record.org_id == self.org_b),
+            "B's audit log holds only B's events"
+        );
+        drop(b);
+        assert_eq!(self.key_a(1).await, full_key(1, &self.org_a), "A's key is untouched");
+    }
+
+    async fn listing(&self) {
+        let a = self.a();
+        let all = key_filter(None, None);
+        let first = a.list_keys(&all, page(2, None)).await.expect("page 1");
+        assert_eq!(ids(&first.items), ["key_k5", "key_k4"], "newest first");
+        let second = a.list_keys(&all, page(2, first.next)).await.expect("page 2");
+        assert_eq!(ids(&second.items), ["key_k3", "key_k2"]);
+        let third = a.list_keys(&all, page(2, second.next)).await.expect("page 3");
+        assert_eq!(ids(&third.items), ["key_k1"]);
+        assert_eq!(third.next, None, "the last page has no cursor");
+        let exact = a.list_keys(&all, page(5, None)).await.expect("exact page");
+        assert_eq!((exact.items.len(), exact.next), (5, None), "a full last page has no cursor either");
+
+        let cases: [(Option<StatusFilter>, Option<&str>, &[&str]); 5] = [
+            (Some(StatusFilter::Active), None, &["key_k5", "key_k4", "key_k3", "key_k1"]),
+            (Some(StatusFilter::Expired), None, &["key_k2"]),
+            (Some(StatusFilter::Revoked), None, &[]),
+            (None, Some("usr_alice"), &["key_k5", "key_k3", "key_k1"]),
+            (Some(StatusFilter::Active), Some("operator"), &["key_k4"]),
+        ];
+        for (status, created_by, expected) in cases {
+            let listed = a.list_keys(&key_filter(status, created_by), page(10, None)).await.expect("list_keys");
+            assert_eq!(ids(&listed.items), expected, "filter status={status:?} created_by={created_by:?}");
+        }
+        // Filters and cursors together.
+        let alice = key_filter(None, Some("usr_alice"));
+        let first = a.list_keys(&alice, page(2, None)).await.expect("filtered page 1");
+        assert_eq!(ids(&first.items), ["key_k5", "key_k3"]);
+        let second = a.list_keys(&alice, page(2, first.next)).await.expect("filtered page 2");
+        assert_eq!((ids(&second.items), second.next), (vec!["key_k1"], None));
+    }
+
+    async fn update(&mut self) {
+        let before = self.key_a(1).await;
+        let patch = KeyPatch {
+            name: Some("Renamed".to_owned()),
+            scopes: Some(before.settings.scopes.clone()), // the same value: not a change
+            rate_limit: Some(None),
+            ..KeyPatch::default()
+        };
+        let mut event = self.event(&self.alice.clone(), "key.updated", "api_key", "key_k1");
+        event.changes = Value::Null;
+        let updated = self.a().update_key(&key_id(1), &patch, event.clone()).await.expect("update_key");
+        assert_eq!(updated.settings.name, "Renamed");
+        assert_eq!(updated.settings.rate_limit, None);
+        assert_eq!(self.key_a(1).await, updated, "update_key returns the stored row");
+        event.changes = json!({
+            "name": {"old": "Production sender", "new": "Renamed"},
+            "rate_limit": {"old": 50, "new": null},
+        });
+        self.audit_a.push(event);
+        self.feed.push(Change::Key(updated.hash));
+        self.assert_audit_a("update_key writes one key.updated event with the real changes").await;
+
+        // Nothing really changes: no event, no feed entry.
+        let same = KeyPatch { name: Some("Renamed".to_owned()), ..KeyPatch::default() };
+        let event = self.event(&self.alice.clone(), "key.updated", "api_key", "key_k1");
+        let unchanged = self.a().update_key(&key_id(1), &same, event.clone()).await.expect("no-op update");
+        assert_eq!(unchanged, updated);
+        let unchanged = self.a().update_key(&key_id(1), &KeyPatch::default(), event).await.expect("empty patch");
+        assert_eq!(unchanged, updated);
+        self.assert_audit_a("a no-op patch writes no event").await;
+    }
+
+    async fn revoke(&mut self) {
+        let feed_before = self.store.latest_change().await.expect("latest_change");
+        let event = self.event(&self.alice.clone(), "key.revoked", "api_key", "key_k3");
+        let revoke = RevokeKey { id: &key_id(3), at: at(100), by: &self.alice };
+        let revoked = self.a().revoke_key(&revoke, &event).await.expect("revoke_key");
+        assert_eq!((revoked.revoked_at, revoked.revoked_by.as_deref()), (Some(at(100)), Some("usr_alice")));
+        assert_eq!(self.key_a(3).await, revoked);
+        self.audit_a.push(event);
+        self.feed.push(Change::Key(revoked.hash));
+        assert!(self.store.latest_change().await.expect("latest_change") > feed_before);
+
+        // Again, later and by someone else: the first revocation stands and nothing is written.
+        let feed_before = self.store.latest_change().await.expect("latest_change");
+        let event = self.event(&self.operator.clone(), "key.revoked", "api_key", "key_k3");
+        let again = RevokeKey { id: &key_id(3), at: at(200), by: &self.operator };
+        assert_eq!(self.a().revoke_key(&again, &event).await.expect("revoke again"), revoked);
+        self.assert_audit_a("a second revoke writes no event").await;
+        assert_eq!(self.store.latest_change().await.expect("latest_change"), feed_before);
+
+        let patch = KeyPatch { name: Some("Back".to_owned()), ..KeyPatch::default() };
+        assert!(
+            matches!(self.a().update_key(&key_id(3), &patch, event.clone()).await, Err(StoreError::KeyInactive)),
+            "a revoked key cannot be edited"
+        );
+        let new = key(6, &self.org_a, "usr_alice");
+        let roll = RollKey { old: &key_id(3), new: &new, at: at(200), grace_until: None, by: &self.alice };
+        assert!(
+            matches!(self.a().roll_key(&roll, &event, &event).await, Err(StoreError::KeyInactive)),
+            "a revoked key cannot be rolled"
+        );
+        assert_eq!(self.store.find_key_by_hash(&KeyHash([3; 32])).await.expect("by hash"), Some(revoked));
+
+        // A revoked key past its expiry reports revoked, not expired.
+        let mut lapsed = key(12, &self.org_a, "operator");
+        lapsed.settings.expires_at = Some(at(-60));
+        let created = self.event(&self.operator.clone(), "key.created", "api_key", "key_k12");
+        let revoked = self.event(&self.operator.clone(), "key.revoked", "api_key", "key_k12");
+        self.a().insert_key(&lapsed, &created).await.expect("insert_key");
+        let revoke = RevokeKey { id: &lapsed.id, at: at(101), by: &self.operator };
+        self.a().revoke_key(&revoke, &revoked).await.expect("revoke an expired key");
+        self.audit_a.extend([created, revoked]);
+        self.feed.push(Change::Key(lapsed.hash));
+        let cases: [(StatusFilter, &[&str]); 3] = [
+            (StatusFilter::Revoked, &["key_k12", "key_k3"]),
+            (StatusFilter::Expired, &["key_k2"]),
+            (StatusFilter::Active, &["key_k5", "key_k4", "key_k1"]),
+        ];
+        for (status, expected) in cases {
+            let listed = self.a().list_keys(&key_filter(Some(status), None), page(10, None)).await;
+            assert_eq!(ids(&listed.expect("list_keys").items), expected, "status {status:?} after revocations");
+        }
+    }
+
+    async fn roll(&mut self) {
+        // Grace on a key without expiry: it now ends at the grace time.
+        let (rolled, created) = self.roll_events("key_k4", "key_k6");
+        let new = key(6, &self.org_a, "usr_alice");
+        let grace = RollKey { old: &key_id(4), new: &new, at: at(300), grace_until: Some(at(3_900)), by: &self.alice };
+        let old = self.a().roll_key(&grace, &rolled, &created).await.expect("roll with grace");
+        assert_eq!((old.settings.expires_at, old.revoked_at), (Some(at(3_900)), None));
+        assert_eq!(self.key_a(4).await, old, "roll_key returns the old key as stored");
+        assert_eq!(self.key_a(6).await, new, "the new key is stored");
+        self.audit_a.extend([rolled, created]);
+        self.feed.push(Change::Key(old.hash));
+
+        // Grace never extends: k1 expires in 30 days, before the 60-day grace.
+        let (rolled, created) = self.roll_events("key_k1", "key_k7");
+        let new = key(7, &self.org_a, "usr_alice");
+        let late =
+            RollKey { old: &key_id(1), new: &new, at: at(301), grace_until: Some(at(60 * 86_400)), by: &self.alice };
+        let old = self.a().roll_key(&late, &rolled, &created).await.expect("roll with a long grace");
+        assert_eq!(old.settings.expires_at, Some(at(30 * 86_400)));
+        self.audit_a.extend([rolled, created]);
+        self.feed.push(Change::Key(old.hash));
+
+        // No grace: the old key is revoked at once, by the roller.
+        let (rolled, created) = self.roll_events("key_k5", "key_k8");
+        let new = key(8, &self.org_a, "operator");
+        let now = RollKey { old: &key_id(5), new: &new, at: at(302), grace_until: None, by: &self.operator };
+        let old = self.a().roll_key(&now, &rolled, &created).await.expect("roll without grace");
+        assert_eq!((old.revoked_at, old.revoked_by.as_deref()), (Some(at(302)), Some("operator")));
+        assert_eq!(self.key_a(8).await, new);
+        self.audit_a.extend([rolled, created]);
+        self.feed.push(Change::Key(old.hash));
+        self.assert_audit_a("a roll writes key.rolled then key.created").await;
+    }
+
+    fn roll_events(&mut self, old: &str, new: &str) -> (NewAuditEvent, NewAuditEvent) {
+        let alice = self.alice.clone();
+        (self.event(&alice, "key.rolled", "api_key", old), self.event(&alice, "key.created", "api_key", new))
+    }
+
+    async fn last_used(&self) {
+        let k2 = key_id(2);
+        let unknown = key_id(77);
+        let batches: [(&[(KeyId, OffsetDateTime)], OffsetDateTime); 4] = [
+            (&[(k2.clone(), at(10))], at(10)),
+            (&[(k2.clone(), at(5))], at(10)),
+            (&[(k2.clone(), at(20)), (k2.clone(), at(15)), (unknown, at(30))], at(20)),
+            (&[], at(20)),
+        ];
+        for (batch, expected) in batches {
+            self.store.record_last_used(batch).await.expect("record_last_used");
+            assert_eq!(self.key_a(2).await.last_used_at, Some(expected), "last_used_at only moves forward");
+        }
+    }
+
+    /// A write whose audit event cannot be stored leaves no trace at all.
+    async fn no_event_no_change(&self) {
+        let feed_before = self.store.latest_change().await.expect("latest_change");
+        let duplicate = self.duplicate_event();
+        let a = self.a();
+
+        let new = key(10, &self.org_a, "usr_alice");
+        assert!(a.insert_key(&new, &duplicate).await.is_err(), "insert_key with a broken event fails");
+        assert_eq!(a.find_key(&new.id).await.expect("find_key"), None, "and the key is not stored");
+        assert_eq!(self.store.find_key_by_hash(&new.hash).await.expect("by hash"), None);
+
+        let k2 = self.key_a(2).await;
+        let patch = KeyPatch { name: Some("Lost".to_owned()), ..KeyPatch::default() };
+        assert!(a.update_key(&k2.id, &patch, duplicate.clone()).await.is_err());
+        let revoke = RevokeKey { id: &k2.id, at: at(400), by: &self.alice };
+        assert!(a.revoke_key(&revoke, &duplicate).await.is_err());
+        let roll = RollKey { old: &k2.id, new: &new, at: at(400), grace_until: None, by: &self.alice };
+        assert!(a.roll_key(&roll, &duplicate, &duplicate).await.is_err());
+        assert_eq!(self.key_a(2).await, k2, "a failed update, revoke or roll leaves the key as it was");
+        assert_eq!(a.find_key(&new.id).await.expect("find_key"), None, "a failed roll inserts no key");
+
+        // A new key whose hash is taken fails the same way, after the event would have been fine.
+        let mut clash = key(11, &self.org_a, "usr_alice");
+        clash.hash = k2.hash;
+        let event = NewAuditEvent { id: EventId::parse("evt_clash").expect("a valid id"), ..duplicate.clone() };
+        assert!(a.insert_key(&clash, &event).await.is_err(), "two keys cannot share a hash");
+        let roll = RollKey { old: &k2.id, new: &clash, at: at(400), grace_until: None, by: &self.alice };
+        assert!(a.roll_key(&roll, &event, &event).await.is_err());
+        assert_eq!(self.key_a(2).await, k2);
+
+        let number = PhoneNumberRecord {
+            id: PhoneNumberId::parse("pn_9").expect("a valid id"),
+            number: "+14155550199".to_owned(),
+            created_at: at(400),
+        };
+        assert!(a.add_phone_number(&number, &duplicate).await.is_err());
+        assert_eq!(a.phone_numbers().await.expect("phone_numbers").len(), 1);
+        drop(a);
+        assert_eq!(self.store.latest_change().await.expect("latest_change"), feed_before, "nothing in the feed");
+        self.assert_audit_a("failed writes add no event").await;
+    }
+
+    async fn change_feed(&self) {
+        let latest = self.store.latest_change().await.expect("latest_change");
+        let (changes, next) = self.store.changes_since(self.feed_start).await.expect("changes_since");
+        assert_eq!(changes, self.feed, "the feed reports each org and key change once, oldest first");
+        assert_eq!(next, latest);
+        let (changes, next) = self.store.changes_since(latest).await.expect("changes_since latest");
+        assert_eq!((changes, next), (Vec::new(), latest), "nothing after the latest change");
+        // Asking from the middle gives the tail.
+        let (mark, before) = self.feed_mark;
+        let (tail, next) = self.store.changes_since(mark).await.expect("changes_since the mark");
+        assert_eq!((tail.as_slice(), next), (&self.feed[before..], latest));
+    }
+
+    async fn audit_chains(&self) {
+        for (org, expected) in [(&self.org_a, &self.audit_a), (&self.org_b, &self.audit_b)] {
+            let chain = self.store.org(org).audit_chain().await.expect("audit_chain");
+            let events: Vec<&NewAuditEvent> = chain.iter().map(|record| &record.event).collect();
+            assert_eq!(events, expected.iter().collect::<Vec<_>>(), "{org}'s chain holds its events, oldest first");
+            let mut prev = GENESIS.to_owned();
+            for record in &chain {
+                assert_eq!(&record.org_id, org);
+                assert_eq!(record.prev_hash, prev, "{} links to the event before it", record.event.id);
+                assert_eq!(
+                    record.hash,
+                    chain_hash(&record.prev_hash, &record.event.canonical(org)),
+                    "{}",
+                    record.event.id
+                );
+                prev.clone_from(&record.hash);
+            }
+        }
+    }
+
+    async fn audit_listing(&self) {
+        let a = self.a();
+        let newest_first: Vec<&NewAuditEvent> = self.audit_a.iter().rev().collect();
+        let mut listed = Vec::new();
+        let mut cursor = None;
+        loop {
+            let batch = a.list_audit(&AuditFilter::default(), page(4, cursor)).await.expect("list_audit");
+            assert!(batch.items.len() <= 4);
+            listed.extend(batch.items.into_iter().map(|record| record.event));
+            cursor = batch.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(listed.iter().collect::<Vec<_>>(), newest_first, "list_audit pages newest first");
+
+        let since = self.audit_a[2].at;
+        let until = self.audit_a[4].at;
+        let filters = [
+            AuditFilter { action: Some("key.revoked".to_owned()), ..AuditFilter::default() },
+            AuditFilter { target_id: Some("key_k1".to_owned()), ..AuditFilter::default() },
+            AuditFilter {
+                actor_id: Some("usr_alice".to_owned()),
+                action: Some("key.created".to_owned()),
+                ..AuditFilter::default()
+            },
+            AuditFilter { since: Some(since), until: Some(until), ..AuditFilter::default() },
+        ];
+        for filter in filters {
+            let expected: Vec<&NewAuditEvent> =
+                newest_first.iter().copied().filter(|event| audit_filter_matches(&filter, event)).collect();
+            assert!(!expected.is_empty(), "the story has events for {filter:?}");
+            let first = a.list_audit(&filter, page(2, None)).await.expect("list_audit filtered");
+            let mut got: Vec<AuditRecord> = first.items;
+            if let Some(cursor) = first.next {
+                got.extend(a.list_audit(&filter, page(100, Some(cursor))).await.expect("next page").items);
+            }
+            let got: Vec<&NewAuditEvent> = got.iter().map(|record| &record.event).collect();
+            assert_eq!(got, expected, "list_audit with {filter:?}");
+        }
+        assert_eq!(
+            self.b().list_audit(&AuditFilter::default(), page(100, None)).await.expect("B's audit").items.len(),
+            self.audit_b.len()
+        );
+    }
+
+    /// Org A's stored chain equals what the story wrote.
+    async fn assert_audit_a(&self, what: &str) {
+        let chain = self.a().audit_chain().await.expect("audit_chain");
+        let events: Vec<&NewAuditEvent> = chain.iter().map(|record| &record.event).collect();
+        assert_eq!(events, self.audit_a.iter().collect::<Vec<_>>(), "{what}");
+    }
+}
+
+/// The filter's meaning, spelled out: exact action, target and actor; inclusive time bounds.
+fn audit_filter_matches(filter: &AuditFilter, event: &NewAuditEvent) -> bool {
+    filter.action.as_ref().is_none_or(|action| *action == event.action)
+        && filter.target_id.as_ref().is_none_or(|target| *target == event.target_id)
+        && filter.actor_id.as_ref().is_none_or(|actor| *actor == event.actor.id)
+        && filter.since.is_none_or(|since| event.at >= since)
+        && filter.until.is_none_or(|until| event.at <= until)
+}
