@@ -31,14 +31,10 @@ impl MasterKey {
     }
 
     pub fn from_base64(text: &str) -> Result<Self, MasterKeyError> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| MasterKeyError::NotBase64)?;
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| MasterKeyError::NotBase64)?;
         let len = bytes.len();
-        bytes
-            .try_into()
-            .map(Self)
-            .map_err(|_| MasterKeyError::WrongLength(len))
+        bytes.try_into().map(Self).map_err(|_| MasterKeyError::WrongLength(len))
     }
 
     pub fn to_base64(&self) -> String {
@@ -59,9 +55,7 @@ impl MasterKey {
     }
 
     pub fn secret_box(&self) -> SecretBox {
-        SecretBox {
-            cipher: XChaCha20Poly1305::new(&self.derive("signing-secret-aead").into()),
-        }
+        SecretBox { cipher: XChaCha20Poly1305::new(&self.derive("signing-secret-aead").into()) }
     }
 }
 
@@ -120,10 +114,7 @@ impl SecretBox {
         rng.fill_bytes(&mut nonce);
         let sealed = self
             .cipher
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload { msg: secret.0.as_bytes(), aad: context.as_bytes() },
-            )
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: secret.0.as_bytes(), aad: context.as_bytes() })
             .expect("XChaCha20-Poly1305 encryption of a short message cannot fail");
         let mut out = Vec::with_capacity(24 + sealed.len());
         out.extend_from_slice(&nonce);

@@ -7,7 +7,7 @@
 /// Nanoseconds in one second: the burst window. An idle key with limit `n` accepts `n` at once.
 const WINDOW_NS: u64 = 1_000_000_000;
 
-/// A key's limit in requests per second (1–1000).
+/// A key's limit in requests per second, held to 1–1000 (the interval must stay above zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
     per_second: u32,
@@ -15,7 +15,7 @@ pub struct Quota {
 
 impl Quota {
     pub fn per_second(limit: u32) -> Self {
-        Self { per_second: limit.max(1) }
+        Self { per_second: limit.clamp(1, 1000) }
     }
 
     pub fn limit(self) -> u32 {

@@ -15,8 +15,7 @@ pub fn body_sha256_hex(body: &[u8]) -> String {
 }
 
 fn mac(secret: &SigningSecret, timestamp: &str, method: &str, path_and_query: &str, body_sha256: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
-        .expect("HMAC accepts any key length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC accepts any key length");
     for (i, part) in [timestamp, method, path_and_query, body_sha256].into_iter().enumerate() {
         if i > 0 {
             mac.update(b"\n");
@@ -72,7 +71,10 @@ pub fn check(
     now_unix: i64,
     tolerance_seconds: i64,
 ) -> Result<(SignatureBytes, i64), SignatureFault> {
-    let timestamp: i64 = if request.timestamp.is_empty() || request.timestamp.len() > 12 || !request.timestamp.bytes().all(|b| b.is_ascii_digit()) {
+    let timestamp: i64 = if request.timestamp.is_empty()
+        || request.timestamp.len() > 12
+        || !request.timestamp.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(SignatureFault::Malformed);
     } else {
         request.timestamp.parse().map_err(|_| SignatureFault::Malformed)?

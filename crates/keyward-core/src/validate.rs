@@ -141,14 +141,27 @@ pub fn new_key(input: &NewKeyInput, rules: &Rules<'_>) -> Result<KeySettings, Ve
     };
     let hmac_required = errors.take("hmac_required", optional_bool(input.hmac_required.as_ref()));
     let rate_limit = errors.take("rate_limit", rate_limit(input.rate_limit.as_ref().unwrap_or(&Value::Null)));
-    let expires_at = errors.take("expires_at", expires_at(input.expires_at.as_ref().unwrap_or(&Value::Null), rules.now));
+    let expires_at =
+        errors.take("expires_at", expires_at(input.expires_at.as_ref().unwrap_or(&Value::Null), rules.now));
     let ip_allowlist = errors.take_list(ip_allowlist(input.ip_allowlist.as_ref()));
     let phone_allowlist = errors.take_list(phone_allowlist(input.phone_allowlist.as_ref(), rules.org_phone_numbers));
     let channels = errors.take_list(channels(input.channels.as_ref(), rules.org_channels));
     let environment = errors.take("environment", environment(input.environment.as_ref()));
     let external_id = errors.take("external_id", external_id(input.external_id.as_ref()));
     let meta = errors.take("meta", meta(input.meta.as_ref().unwrap_or(&Value::Null)));
-    match (name, scopes, hmac_required, rate_limit, expires_at, ip_allowlist, phone_allowlist, channels, environment, external_id, meta) {
+    match (
+        name,
+        scopes,
+        hmac_required,
+        rate_limit,
+        expires_at,
+        ip_allowlist,
+        phone_allowlist,
+        channels,
+        environment,
+        external_id,
+        meta,
+    ) {
         (
             Some(name),
             Some(scopes),
@@ -190,10 +203,7 @@ pub fn key_patch(input: &KeyPatchInput, rules: &Rules<'_>) -> Result<KeyPatch, V
             .as_ref()
             .and_then(|v| errors.take_list(phone_allowlist(Some(v), rules.org_phone_numbers))),
         rate_limit: input.rate_limit.as_ref().and_then(|v| errors.take("rate_limit", rate_limit(v))),
-        expires_at: input
-            .expires_at
-            .as_ref()
-            .and_then(|v| errors.take("expires_at", expires_at(v, rules.now))),
+        expires_at: input.expires_at.as_ref().and_then(|v| errors.take("expires_at", expires_at(v, rules.now))),
         meta: input.meta.as_ref().and_then(|v| errors.take("meta", meta(v))),
     };
     if errors.0.is_empty() {
@@ -295,8 +305,7 @@ fn string_list<'v>(field: &str, value: Option<&'v Value>) -> Result<Vec<&'v str>
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                item.as_str()
-                    .ok_or_else(|| vec![FieldError::new(format!("{field}[{i}]"), "Must be a string")])
+                item.as_str().ok_or_else(|| vec![FieldError::new(format!("{field}[{i}]"), "Must be a string")])
             })
             .collect(),
         Some(_) => Err(vec![FieldError::new(field, "Must be a list of strings")]),
@@ -333,6 +342,11 @@ pub fn parse_ip_entry(entry: &str) -> Option<IpNet> {
         (net.trunc() == net).then_some(net)
     } else {
         let addr: std::net::IpAddr = entry.parse().ok()?;
+        // Clients arriving as IPv4-mapped IPv6 are compared as IPv4, so store such entries as IPv4.
+        let addr = match addr {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, std::net::IpAddr::V4),
+            v4 @ std::net::IpAddr::V4(_) => v4,
+        };
         Some(IpNet::from(addr))
     }
 }
@@ -367,11 +381,17 @@ pub fn channels(value: Option<&Value>, org_channels: &[String]) -> Result<Channe
         None | Some(Value::Null) => return Ok(Channels::All),
         Some(Value::String(text)) if text == "all" => return Ok(Channels::All),
         Some(Value::Array(items)) if items.is_empty() => {
-            return Err(vec![FieldError::new("channels", "Channels must be \"all\" or a non-empty list of channel slugs")]);
+            return Err(vec![FieldError::new(
+                "channels",
+                "Channels must be \"all\" or a non-empty list of channel slugs",
+            )]);
         }
         Some(Value::Array(_)) => {}
         Some(_) => {
-            return Err(vec![FieldError::new("channels", "Channels must be \"all\" or a non-empty list of channel slugs")]);
+            return Err(vec![FieldError::new(
+                "channels",
+                "Channels must be \"all\" or a non-empty list of channel slugs",
+            )]);
         }
     }
     let entries = string_list("channels", value)?;
@@ -379,7 +399,10 @@ pub fn channels(value: Option<&Value>, org_channels: &[String]) -> Result<Channe
     let mut errors = Vec::new();
     for (i, slug) in entries.iter().enumerate() {
         if !org_channels.iter().any(|c| c == slug) {
-            errors.push(FieldError::new(format!("channels[{i}]"), format!("Unknown channel: {}", truncate_for_message(slug))));
+            errors.push(FieldError::new(
+                format!("channels[{i}]"),
+                format!("Unknown channel: {}", truncate_for_message(slug)),
+            ));
         } else if !slugs.iter().any(|s| s == slug) {
             slugs.push((*slug).to_owned());
         }
@@ -393,7 +416,10 @@ pub fn channels(value: Option<&Value>, org_channels: &[String]) -> Result<Channe
 
 /// `[a-z0-9-]{1,64}`.
 pub fn channel_slug(slug: &str) -> Result<(), String> {
-    if !slug.is_empty() && slug.len() <= 64 && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !slug.is_empty()
+        && slug.len() <= 64
+        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         Ok(())
     } else {
         Err("Slug must be 1–64 characters of a-z, 0-9 and -".to_owned())
@@ -403,7 +429,9 @@ pub fn channel_slug(slug: &str) -> Result<(), String> {
 fn environment(value: Option<&Value>) -> Result<Environment, String> {
     match value {
         None | Some(Value::Null) => Ok(Environment::Live),
-        Some(Value::String(text)) => Environment::parse(text).ok_or_else(|| "Environment must be \"live\" or \"test\"".to_owned()),
+        Some(Value::String(text)) => {
+            Environment::parse(text).ok_or_else(|| "Environment must be \"live\" or \"test\"".to_owned())
+        }
         Some(_) => Err("Environment must be \"live\" or \"test\"".to_owned()),
     }
 }

@@ -34,7 +34,9 @@ pub struct CachedKey {
 enum Entry {
     Found(Arc<CachedKey>),
     /// Unknown key, remembered until this Unix nanosecond so a flood of made-up keys stays off the database.
-    Missing { until_ns: u64 },
+    Missing {
+        until_ns: u64,
+    },
 }
 
 pub(crate) enum Lookup {

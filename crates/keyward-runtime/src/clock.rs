@@ -35,8 +35,7 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: time::Duration) {
-        self.unix_nanos
-            .fetch_add(i64::try_from(by.whole_nanoseconds()).unwrap_or(i64::MAX), Ordering::SeqCst);
+        self.unix_nanos.fetch_add(i64::try_from(by.whole_nanoseconds()).unwrap_or(i64::MAX), Ordering::SeqCst);
     }
 }
 

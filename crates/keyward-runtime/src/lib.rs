@@ -8,6 +8,6 @@ pub mod clock;
 mod replay;
 mod verifier;
 
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use cache::CachedKey;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use verifier::{Background, Outcome, RateInfo, Verifier, VerifierConfig, VerifyFailure};

@@ -20,11 +20,7 @@ pub(crate) struct ReplayStore {
 
 impl ReplayStore {
     pub(crate) fn new(started_at_unix: i64, tolerance_seconds: i64) -> Self {
-        Self {
-            started_at_unix,
-            tolerance_seconds,
-            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-        }
+        Self { started_at_unix, tolerance_seconds, shards: std::array::from_fn(|_| Mutex::new(HashMap::new())) }
     }
 
     fn shard(&self, signature: &SignatureBytes) -> &Mutex<HashMap<SignatureBytes, i64>> {

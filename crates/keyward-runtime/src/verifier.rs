@@ -19,7 +19,6 @@ use crate::cache::{CachedKey, KeyCache, Lookup};
 use crate::clock::{unix_nanos, Clock};
 use crate::replay::ReplayStore;
 
-
 #[derive(Debug, Clone)]
 pub struct VerifierConfig {
     pub format: KeyFormat,
@@ -55,7 +54,11 @@ impl From<Denial> for VerifyFailure {
 /// inside the callback given to [`Verifier::verify`], so nothing is copied.
 #[derive(Debug)]
 pub enum Outcome<'p, 'a> {
-    Valid { policy: &'p KeyPolicy, channels: EffectiveChannels<'p, 'a>, rate: RateInfo },
+    Valid {
+        policy: &'p KeyPolicy,
+        channels: EffectiveChannels<'p, 'a>,
+        rate: RateInfo,
+    },
     Invalid(VerifyFailure),
     /// The store could not be reached on a cache miss.
     Unavailable,
@@ -119,7 +122,12 @@ impl Verifier {
 
     /// Checks `key` and the request against every rule, in the SPEC's order, and hands the
     /// outcome to `answer`.
-    pub async fn verify<R>(&self, key: &str, request: &VerifyRequest<'_>, answer: impl FnOnce(Outcome<'_, '_>) -> R) -> R {
+    pub async fn verify<R>(
+        &self,
+        key: &str,
+        request: &VerifyRequest<'_>,
+        answer: impl FnOnce(Outcome<'_, '_>) -> R,
+    ) -> R {
         let cached = match self.find(key).await {
             Ok(Some(cached)) => cached,
             Ok(None) => return answer(Outcome::Invalid(Denial::new(Code::InvalidApiKey, UNKNOWN_KEY).into())),
@@ -208,25 +216,17 @@ impl Verifier {
         if let Some(numbers) = self.cache.org_numbers(&record.org_id) {
             return Ok(numbers);
         }
-        let numbers: Arc<[String]> = self
-            .store
-            .org(&record.org_id)
-            .phone_numbers()
-            .await?
-            .into_iter()
-            .map(|n| n.number)
-            .collect();
+        let numbers: Arc<[String]> =
+            self.store.org(&record.org_id).phone_numbers().await?.into_iter().map(|n| n.number).collect();
         self.cache.put_org_numbers(record.org_id.clone(), Arc::clone(&numbers), epoch);
         Ok(numbers)
     }
 
     fn compile(&self, record: KeyRecord, org_phone_numbers: Arc<[String]>) -> Result<KeyPolicy, StoreError> {
         let signing_secret = match (&record.sealed_signing_secret, record.settings.hmac_required) {
-            (Some(sealed), true) => Some(
-                self.secret_box
-                    .open(sealed, record.id.as_str())
-                    .map_err(|e| StoreError::Other(Box::new(e)))?,
-            ),
+            (Some(sealed), true) => {
+                Some(self.secret_box.open(sealed, record.id.as_str()).map_err(|e| StoreError::Other(Box::new(e)))?)
+            }
             (None, true) => return Err(StoreError::Other("key requires HMAC but has no signing secret".into())),
             (_, false) => None,
         };
@@ -267,7 +267,10 @@ impl Verifier {
         let uses: Vec<_> = pending
             .iter()
             .map(|(id, ns)| {
-                (id.clone(), OffsetDateTime::from_unix_timestamp_nanos(i128::from(*ns)).unwrap_or(OffsetDateTime::UNIX_EPOCH))
+                (
+                    id.clone(),
+                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(*ns)).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+                )
             })
             .collect();
         if let Err(error) = self.store.record_last_used(&uses).await {

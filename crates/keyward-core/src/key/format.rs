@@ -103,9 +103,7 @@ impl KeyFormat {
     /// Checks shape and checksum. Anything else — whitespace, another prefix, a changed
     /// character — is `None`, which verification reports as `INVALID_API_KEY`.
     pub fn parse<'a>(&self, text: &'a str) -> Option<ParsedKey<'a>> {
-        let rest = text
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix('_')?;
+        let rest = text.strip_prefix(self.prefix.as_str())?.strip_prefix('_')?;
         let (environment, rest) = if let Some(rest) = rest.strip_prefix("live_") {
             (Environment::Live, rest)
         } else {
@@ -122,11 +120,7 @@ impl KeyFormat {
     }
 
     /// A fresh key: 32 CSPRNG base62 characters (≈190 bits) and the checksum.
-    pub fn generate(
-        &self,
-        environment: Environment,
-        rng: &mut (impl rand::RngCore + rand::CryptoRng),
-    ) -> KeySecret {
+    pub fn generate(&self, environment: Environment, rng: &mut (impl rand::RngCore + rand::CryptoRng)) -> KeySecret {
         let mut text = String::with_capacity(self.prefix.as_str().len() + 6 + RANDOM_LEN + CHECKSUM_LEN);
         text.push_str(self.prefix.as_str());
         text.push('_');

@@ -3,7 +3,7 @@
 mod format;
 mod secret;
 
-pub use format::{Environment, KeyFormat, KeyPrefix, ParsedKey, PREFIX_FIELD_LEN};
+pub use format::{checksum_of, prefix_field, Environment, KeyFormat, KeyPrefix, ParsedKey, PREFIX_FIELD_LEN};
 pub use secret::{ct_eq, KeyHash, KeySecret, Pepper};
 
 #[cfg(test)]

@@ -28,25 +28,21 @@ pub(super) fn effective<'p, 'a>(
     key: &'p Channels,
     requested: Option<&'a [Cow<'a, str>]>,
 ) -> Result<EffectiveChannels<'p, 'a>, Denial> {
+    // An empty list targets nothing in particular: read it as "not given".
+    let requested = requested.filter(|list| !list.is_empty());
     match (key, requested) {
         (Channels::All, None) => Ok(EffectiveChannels::All),
         (Channels::All, Some(requested)) => Ok(EffectiveChannels::Requested(requested)),
         (Channels::Only(own), None) => Ok(EffectiveChannels::Key(own)),
         (Channels::Only(own), Some(requested)) => {
-            let outside: Vec<&str> = requested
-                .iter()
-                .map(AsRef::as_ref)
-                .filter(|slug| !own.iter().any(|o| o == slug))
-                .collect();
+            let outside: Vec<&str> =
+                requested.iter().map(AsRef::as_ref).filter(|slug| !own.iter().any(|o| o == slug)).collect();
             if outside.is_empty() {
                 Ok(EffectiveChannels::Requested(requested))
             } else {
                 Err(Denial {
                     code: Code::ChannelScopeViolation,
-                    message: Cow::Owned(format!(
-                        "This API key may not target the channels: {}",
-                        outside.join(", ")
-                    )),
+                    message: Cow::Owned(format!("This API key may not target the channels: {}", outside.join(", "))),
                 })
             }
         }

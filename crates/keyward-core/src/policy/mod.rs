@@ -111,9 +111,7 @@ pub fn verify<'p, 'a>(
         return Err(Denial::new(Code::ApiKeyExpired, "This API key has expired"));
     }
     if !policy.ip_allowlist.is_empty() {
-        let allowed = request
-            .client_ip
-            .is_some_and(|ip| policy.ip_allowlist.iter().any(|net| net_contains(net, ip)));
+        let allowed = request.client_ip.is_some_and(|ip| policy.ip_allowlist.iter().any(|net| net_contains(net, ip)));
         if !allowed {
             return Err(Denial::new(Code::IpNotAllowed, "The client IP address is not in this key's allowlist"));
         }

@@ -22,7 +22,10 @@ pub(super) fn check(policy: &KeyPolicy, sender: Option<&str>) -> Result<(), Deni
         normalized.as_str()
     };
     if !policy.org_phone_numbers.iter().any(|n| n == sender) {
-        return Err(Denial::new(Code::SenderNotAllowed, "The sender is not a registered phone number of this organization"));
+        return Err(Denial::new(
+            Code::SenderNotAllowed,
+            "The sender is not a registered phone number of this organization",
+        ));
     }
     if !policy.phone_allowlist.is_empty() && !policy.phone_allowlist.iter().any(|n| n == sender) {
         return Err(Denial::new(Code::SenderNotAllowed, "The sender is not in this API key's phone number allowlist"));
