@@ -134,7 +134,6 @@ fn bench(c: &mut Criterion) {
                 // Each request needs a fresh signature (replays are refused): a new path per call,
                 // signed outside the measured section, as a client would.
                 counter += 1;
-                fixture.clock.advance(time::Duration::milliseconds(1));
                 let timestamp = fixture.clock_now_unix().to_string();
                 let path = format!("/v1/messages?n={counter}");
                 let signature = signing::sign(&fixture.signing_secret, &timestamp, "POST", &path, &body_hash);
@@ -146,6 +145,7 @@ fn bench(c: &mut Criterion) {
                 let fixture = &fixture;
                 let scopes = &scopes;
                 async move {
+                    fixture.clock.advance(time::Duration::milliseconds(1));
                     // The server hashes the body it received: part of the measured cost.
                     let received_hash = signing::body_sha256_hex(body);
                     assert_eq!(&received_hash, body_hash);
