@@ -136,8 +136,22 @@ impl OrgAccess {
     }
 
     /// An audit event by this caller, stamped now.
-    pub fn event(&self, action: &str, target_type: &str, target_id: &str, target_name: &str, changes: serde_json::Value) -> NewAuditEvent {
-        audit_event(&self.caller.actor(), &self.caller.meta, self.state.clock.now(), action, (target_type, target_id, target_name), changes)
+    pub fn event(
+        &self,
+        action: &str,
+        target_type: &str,
+        target_id: &str,
+        target_name: &str,
+        changes: serde_json::Value,
+    ) -> NewAuditEvent {
+        audit_event(
+            &self.caller.actor(),
+            &self.caller.meta,
+            self.state.clock.now(),
+            action,
+            (target_type, target_id, target_name),
+            changes,
+        )
     }
 }
 
@@ -168,13 +182,9 @@ impl FromRequestParts<AppState> for OrgAccess {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::NotFound)?;
-        let org_id = params
-            .get("org")
-            .and_then(|text| OrgId::parse(text).ok())
-            .ok_or(ApiError::NotFound)?;
+        let Path(params) =
+            Path::<HashMap<String, String>>::from_request_parts(parts, state).await.map_err(|_| ApiError::NotFound)?;
+        let org_id = params.get("org").and_then(|text| OrgId::parse(text).ok()).ok_or(ApiError::NotFound)?;
         if !caller.principal.may_access(&org_id) {
             return Err(ApiError::NotFound);
         }

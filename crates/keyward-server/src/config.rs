@@ -89,9 +89,7 @@ impl Config {
         if !(1..=256).contains(&max_name_length) {
             return Err("max_name_length must be between 1 and 256".to_owned());
         }
-        let scopes = raw
-            .scopes
-            .unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect());
+        let scopes = raw.scopes.unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect());
         let defaults = raw.default_scopes.unwrap_or_else(|| vec!["messages:send".to_owned()]);
         let catalogue = Catalogue::new(&scopes, &defaults)?;
         let signature_header = header_name("signature_header", raw.signature_header, "X-Keyward-Signature")?;

@@ -43,15 +43,14 @@ pub async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes,
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim();
-            mime.eq_ignore_ascii_case("application/json")
-                || (mime.starts_with("application/") && mime.to_ascii_lowercase().ends_with("+json"))
-        });
+    let is_json =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(
+            |mime| {
+                let mime = mime.trim();
+                mime.eq_ignore_ascii_case("application/json")
+                    || (mime.starts_with("application/") && mime.to_ascii_lowercase().ends_with("+json"))
+            },
+        );
     if is_json {
         Ok(())
     } else {
@@ -77,7 +76,7 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError 
     }
 }
 
-/// serde_json's message without the " at line 1 column 9" suffix.
+/// `serde_json`'s message without the " at line 1 column 9" suffix.
 fn plain(error: &serde_json::Error) -> String {
     let text = error.to_string();
     match text.rfind(" at line ") {
@@ -118,7 +117,8 @@ pub fn page(limit: Option<&str>, cursor: Option<&str>) -> Result<keyward_store::
     let cursor = match cursor {
         None | Some("") => None,
         Some(text) => Some(
-            keyward_store::Cursor::decode(text).ok_or_else(|| ApiError::field("cursor", "Cursor is not one this API returned"))?,
+            keyward_store::Cursor::decode(text)
+                .ok_or_else(|| ApiError::field("cursor", "Cursor is not one this API returned"))?,
         ),
     };
     Ok(keyward_store::Page { limit, cursor })

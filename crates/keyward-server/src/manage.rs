@@ -30,7 +30,10 @@ impl Keyward {
     pub async fn create_org(&self, name: &str) -> Result<OrgRecord, ApiError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(ApiError::field("name", "Organization name must be 1–100 characters without control characters"));
+            return Err(ApiError::field(
+                "name",
+                "Organization name must be 1–100 characters without control characters",
+            ));
         }
         let org = OrgRecord {
             id: OrgId::generate(&mut rand::thread_rng()),
@@ -48,8 +51,9 @@ impl Keyward {
         meta: &RequestMeta,
         number: &str,
     ) -> Result<PhoneNumberRecord, ApiError> {
-        let number = keyward_core::phone::normalize_e164(number)
-            .ok_or_else(|| ApiError::field("number", "Not a valid phone number in international format, such as +14155550100"))?;
+        let number = keyward_core::phone::normalize_e164(number).ok_or_else(|| {
+            ApiError::field("number", "Not a valid phone number in international format, such as +14155550100")
+        })?;
         let record = PhoneNumberRecord {
             id: PhoneNumberId::generate(&mut rand::thread_rng()),
             number,
@@ -82,7 +86,10 @@ impl Keyward {
         }
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            errors.push(validate::FieldError::new("name", "Channel name must be 1–100 characters without control characters"));
+            errors.push(validate::FieldError::new(
+                "name",
+                "Channel name must be 1–100 characters without control characters",
+            ));
         }
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
@@ -187,13 +194,26 @@ impl Keyward {
         if patch.is_empty() {
             return Ok(current);
         }
-        let event = audit_event(actor, meta, now, "key.updated", ("api_key", id.as_str(), &current.settings.name), serde_json::Value::Null);
+        let event = audit_event(
+            actor,
+            meta,
+            now,
+            "key.updated",
+            ("api_key", id.as_str(), &current.settings.name),
+            serde_json::Value::Null,
+        );
         let updated = org.update_key(id, &patch, event).await?;
         self.verifier.invalidate(&updated.hash);
         Ok(updated)
     }
 
-    pub async fn revoke_key(&self, org: &dyn OrgStore, actor: &Actor, meta: &RequestMeta, id: &KeyId) -> Result<KeyRecord, ApiError> {
+    pub async fn revoke_key(
+        &self,
+        org: &dyn OrgStore,
+        actor: &Actor,
+        meta: &RequestMeta,
+        id: &KeyId,
+    ) -> Result<KeyRecord, ApiError> {
         let current = org.find_key(id).await?.ok_or(ApiError::NotFound)?;
         let now = self.clock.now();
         let event = audit_event(
@@ -218,7 +238,10 @@ impl Keyward {
         grace_seconds: i64,
     ) -> Result<CreatedKey, ApiError> {
         if !(0..=MAX_GRACE_SECONDS).contains(&grace_seconds) {
-            return Err(ApiError::field("grace_seconds", "Grace period must be an integer between 0 and 604800 seconds"));
+            return Err(ApiError::field(
+                "grace_seconds",
+                "Grace period must be an integer between 0 and 604800 seconds",
+            ));
         }
         let old = org.find_key(id).await?.ok_or(ApiError::NotFound)?;
         if old.revoked_at.is_some() {

@@ -104,10 +104,9 @@ impl IntoResponse for ApiError {
         let detail = self.detail();
         let cause = status.is_server_error().then(|| InternalCause(format!("{:#}", anyhow_chain(&self)).into()));
         let errors = match self {
-            Self::Validation(errors) => errors
-                .into_iter()
-                .map(|e| ProblemField { field: e.field, message: e.message })
-                .collect(),
+            Self::Validation(errors) => {
+                errors.into_iter().map(|e| ProblemField { field: e.field, message: e.message }).collect()
+            }
             _ => Vec::new(),
         };
         let mut response = problem_response(status, code, detail, errors);
@@ -132,8 +131,6 @@ fn anyhow_chain(error: &ApiError) -> String {
 pub fn problem_response(status: StatusCode, code: Code, detail: String, errors: Vec<ProblemField>) -> Response {
     let body = Problem { status: status.as_u16(), code: code.as_str(), title: code.title(), detail, errors };
     let mut response = (status, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     response
 }

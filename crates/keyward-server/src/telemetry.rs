@@ -23,7 +23,7 @@ pub fn prometheus() -> PrometheusHandle {
                     metrics_exporter_prometheus::Matcher::Full("keyward_verify_duration_seconds".to_owned()),
                     &[0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.025, 0.1],
                 )
-                .and_then(|builder| builder.install_recorder());
+                .and_then(metrics_exporter_prometheus::PrometheusBuilder::install_recorder);
             match recorder {
                 Ok(handle) => handle,
                 // Another recorder is installed (embedding); keep a detached one so /metrics still answers.

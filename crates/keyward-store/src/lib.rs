@@ -261,7 +261,12 @@ pub trait OrgStore: Send + Sync {
     async fn update_key(&self, id: &KeyId, patch: &KeyPatch, event: NewAuditEvent) -> StoreResult<KeyRecord>;
     async fn revoke_key(&self, revoke: &RevokeKey<'_>, event: &NewAuditEvent) -> StoreResult<KeyRecord>;
     /// Returns the old key as it is after the roll.
-    async fn roll_key(&self, roll: &RollKey<'_>, rolled: &NewAuditEvent, created: &NewAuditEvent) -> StoreResult<KeyRecord>;
+    async fn roll_key(
+        &self,
+        roll: &RollKey<'_>,
+        rolled: &NewAuditEvent,
+        created: &NewAuditEvent,
+    ) -> StoreResult<KeyRecord>;
 
     async fn list_audit(&self, filter: &AuditFilter, page: Page) -> StoreResult<Paged<AuditRecord>>;
     /// The whole chain, oldest first, for `keyward audit verify`.

@@ -15,7 +15,7 @@ use keyward_store_sqlite::SqliteStore;
 
 #[derive(Debug, clap::Args)]
 pub struct GlobalArgs {
-    /// Database URL: sqlite://path (embedded, the default) or postgres://…
+    /// Database URL: <sqlite://path> (embedded, the default) or postgres://…
     #[arg(long = "database", env = "KEYWARD_DATABASE_URL", default_value = "sqlite://keyward.db", global = true)]
     pub database_url: String,
     /// Config file (TOML): scope catalogue, key prefix, default rate limit, header names, …
@@ -31,9 +31,16 @@ pub struct UsageError(pub String);
 
 pub fn usage_error(error: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
         let _ = error.print();
-        return if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        return if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
     }
     // clap explains over several lines; keep what comes before the usage, on one line.
     let rendered = error.render().to_string();
@@ -99,7 +106,7 @@ pub async fn master_key(store: &dyn Store, db_path: Option<&Path>) -> anyhow::Re
         MasterKey::from_base64(&text).map_err(|e| UsageError(format!("KEYWARD_MASTER_KEY: {e}")))?
     } else {
         let db_path = db_path.ok_or_else(|| UsageError("set KEYWARD_MASTER_KEY (32 bytes, base64)".to_owned()))?;
-        key_file(db_path).await?
+        key_file(db_path)?
     };
     // A database hashed under another master key would reject every key: refuse to start instead.
     let check = hex::encode(key.pepper().hash("keyward master key check").as_bytes());
@@ -112,7 +119,7 @@ pub async fn master_key(store: &dyn Store, db_path: Option<&Path>) -> anyhow::Re
     Ok(key)
 }
 
-async fn key_file(db_path: &Path) -> anyhow::Result<MasterKey> {
+fn key_file(db_path: &Path) -> anyhow::Result<MasterKey> {
     let mut file_name = db_path.file_name().unwrap_or_default().to_os_string();
     file_name.push(".master-key");
     let path = db_path.with_file_name(file_name);

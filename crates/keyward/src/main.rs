@@ -56,7 +56,10 @@ fn main() -> ExitCode {
             Command::Org(command) => cmd::org::run(&cli.global, command).await,
             Command::Keys(command) => cmd::keys::run(&cli.global, command).await,
             Command::Sign(args) => cmd::sign::run(&cli.global, &args),
-            Command::Config(command) => cmd::config::run(&command),
+            Command::Config(command) => {
+                cmd::config::run(&command);
+                Ok(())
+            }
         }
     });
     match result {

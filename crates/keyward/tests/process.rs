@@ -95,9 +95,15 @@ fn get(server: &Server, path: &str) -> Value {
 fn first_start_prints_an_operator_token_and_writes_a_private_master_key() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), None);
-    let printed = server.stderr.iter().find_map(|line| line.trim().strip_prefix("kwop_").map(|rest| format!("kwop_{rest}")));
+    let printed =
+        server.stderr.iter().find_map(|line| line.trim().strip_prefix("kwop_").map(|rest| format!("kwop_{rest}")));
     let token = printed.expect("operator token printed on first start");
-    let response = client().post(format!("{}/v1/orgs", server.base_url)).bearer_auth(&token).json(&json!({ "name": "a" })).send().unwrap();
+    let response = client()
+        .post(format!("{}/v1/orgs", server.base_url))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "a" }))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 201);
     let key_file = dir.path().join("keyward.db.master-key");
     assert!(dir.path().join("keyward.db").exists());
@@ -110,7 +116,12 @@ fn first_start_prints_an_operator_token_and_writes_a_private_master_key() {
     drop(server);
     let again = Server::start(dir.path(), None);
     assert!(!again.stderr.iter().any(|l| l.contains("kwop_")), "the token is printed only once");
-    let response = client().post(format!("{}/v1/orgs", again.base_url)).bearer_auth(&token).json(&json!({ "name": "b" })).send().unwrap();
+    let response = client()
+        .post(format!("{}/v1/orgs", again.base_url))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "b" }))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 201, "the generated token still works after a restart");
 }
 
@@ -121,7 +132,11 @@ fn acknowledged_writes_survive_kill_9() {
     let org = post(&server, "/v1/orgs", &json!({ "name": "Acme" }))["id"].as_str().unwrap().to_owned();
     let mut keys = Vec::new();
     for i in 0..20 {
-        let created = post(&server, &format!("/v1/orgs/{org}/keys"), &json!({ "name": format!("k{i}"), "hmac_required": i % 2 == 0 }));
+        let created = post(
+            &server,
+            &format!("/v1/orgs/{org}/keys"),
+            &json!({ "name": format!("k{i}"), "hmac_required": i % 2 == 0 }),
+        );
         keys.push(created);
     }
     let revoked = keys[3]["key"]["id"].as_str().unwrap();
@@ -218,7 +233,22 @@ fn cli_creates_lists_and_revokes_keys() {
     let dir = tempfile::tempdir().unwrap();
     let org: Value = serde_json::from_slice(&run(dir.path(), &["org", "create", "--name", "Acme"]).stdout).unwrap();
     let org = org["id"].as_str().unwrap();
-    let output = run(dir.path(), &["keys", "create", "--org", org, "--name", "cli key", "--scope", "templates:read", "--hmac", "--rate-limit", "5"]);
+    let output = run(
+        dir.path(),
+        &[
+            "keys",
+            "create",
+            "--org",
+            org,
+            "--name",
+            "cli key",
+            "--scope",
+            "templates:read",
+            "--hmac",
+            "--rate-limit",
+            "5",
+        ],
+    );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let created: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(created["secret"].as_str().unwrap().starts_with("kw_live_"));
@@ -232,9 +262,12 @@ fn cli_creates_lists_and_revokes_keys() {
 
     let listed: Value = serde_json::from_slice(&run(dir.path(), &["keys", "list", "--org", org]).stdout).unwrap();
     assert_eq!(listed["data"][0]["id"], id);
-    let revoked: Value = serde_json::from_slice(&run(dir.path(), &["keys", "revoke", "--org", org, id]).stdout).unwrap();
+    let revoked: Value =
+        serde_json::from_slice(&run(dir.path(), &["keys", "revoke", "--org", org, id]).stdout).unwrap();
     assert_eq!(revoked["key"]["status"], "revoked");
-    let listed: Value = serde_json::from_slice(&run(dir.path(), &["keys", "list", "--org", org, "--status", "revoked"]).stdout).unwrap();
+    let listed: Value =
+        serde_json::from_slice(&run(dir.path(), &["keys", "list", "--org", org, "--status", "revoked"]).stdout)
+            .unwrap();
     assert_eq!(listed["data"][0]["id"], id);
 }
 
@@ -264,7 +297,17 @@ fn revoking_from_the_cli_reaches_a_running_server_within_100ms() {
 fn sign_reproduces_the_published_vector() {
     let dir = tempfile::tempdir().unwrap();
     let output = keyward(dir.path())
-        .args(["sign", "--method", "post", "--path", "/v1/messages?x=1", "--body", "{\"to\":\"+14155550100\"}", "--timestamp", "1764000000"])
+        .args([
+            "sign",
+            "--method",
+            "post",
+            "--path",
+            "/v1/messages?x=1",
+            "--body",
+            "{\"to\":\"+14155550100\"}",
+            "--timestamp",
+            "1764000000",
+        ])
         .env("KEYWARD_SIGNING_SECRET", "kwsig_test_vector_secret")
         .output()
         .unwrap();

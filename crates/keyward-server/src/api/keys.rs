@@ -160,9 +160,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKeyResponse>), ApiError> {
     let store = access.store();
-    let created = state
-        .create_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &body.into())
-        .await?;
+    let created = state.create_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &body.into()).await?;
     Ok((StatusCode::CREATED, Json(CreatedKeyResponse::new(&created, state.clock.now()))))
 }
 
@@ -213,7 +211,11 @@ type PathParams = Path<std::collections::HashMap<String, String>>;
 /// One key (no secret).
 #[utoipa::path(get, path = "/v1/orgs/{org}/keys/{id}", tag = "keys", params(("org" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = KeyEnvelope), (status = 404, body = Problem)))]
-pub async fn get(State(state): State<AppState>, access: OrgAccess, Path(params): PathParams) -> Result<Json<KeyEnvelope>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path(params): PathParams,
+) -> Result<Json<KeyEnvelope>, ApiError> {
     let id = key_id(&params)?;
     let key = access.store().find_key(&id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(KeyEnvelope { key: KeyView::from_record(&key, state.clock.now()) }))
@@ -278,7 +280,11 @@ pub async fn update(
 /// Revoke a key: immediate, irreversible, idempotent.
 #[utoipa::path(post, path = "/v1/orgs/{org}/keys/{id}/revoke", tag = "keys", params(("org" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = KeyEnvelope), (status = 404, body = Problem)))]
-pub async fn revoke(State(state): State<AppState>, access: OrgAccess, Path(params): PathParams) -> Result<Json<KeyEnvelope>, ApiError> {
+pub async fn revoke(
+    State(state): State<AppState>,
+    access: OrgAccess,
+    Path(params): PathParams,
+) -> Result<Json<KeyEnvelope>, ApiError> {
     let id = key_id(&params)?;
     let store = access.store();
     let key = state.revoke_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &id).await?;
@@ -312,9 +318,8 @@ pub async fn roll(
         Some(_) => return Err(grace_error()),
     };
     let store = access.store();
-    let created = state
-        .roll_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &id, grace_seconds)
-        .await?;
+    let created =
+        state.roll_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &id, grace_seconds).await?;
     Ok((StatusCode::CREATED, Json(CreatedKeyResponse::new(&created, state.clock.now()))))
 }
 
@@ -323,11 +328,11 @@ fn grace_error() -> ApiError {
 }
 
 /// A JSON body that may be left out entirely.
-async fn optional_json<T: Default + serde::de::DeserializeOwned>(request: Request, state: &AppState) -> Result<T, ApiError> {
-    let has_body = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .is_none_or(|len| len != "0")
+async fn optional_json<T: Default + serde::de::DeserializeOwned>(
+    request: Request,
+    state: &AppState,
+) -> Result<T, ApiError> {
+    let has_body = request.headers().get(axum::http::header::CONTENT_LENGTH).is_none_or(|len| len != "0")
         && request.headers().contains_key(axum::http::header::CONTENT_TYPE);
     if !has_body {
         return Ok(T::default());

@@ -16,7 +16,10 @@ pub struct ListResponse<T> {
 
 impl<T> ListResponse<T> {
     pub fn from_paged<U>(paged: keyward_store::Paged<U>, view: impl FnMut(U) -> T) -> Self {
-        Self { next_cursor: paged.next.map(keyward_store::Cursor::encode), data: paged.items.into_iter().map(view).collect() }
+        Self {
+            next_cursor: paged.next.map(keyward_store::Cursor::encode),
+            data: paged.items.into_iter().map(view).collect(),
+        }
     }
 }
 

@@ -66,10 +66,15 @@ pub async fn add_phone_number(
     ApiJson(body): ApiJson<AddPhoneNumber>,
 ) -> Result<(StatusCode, Json<PhoneNumberView>), ApiError> {
     let store = access.store();
-    let number = state.add_phone_number(store.as_ref(), &access.caller.actor(), &access.caller.meta, &body.number).await?;
+    let number =
+        state.add_phone_number(store.as_ref(), &access.caller.actor(), &access.caller.meta, &body.number).await?;
     Ok((
         StatusCode::CREATED,
-        Json(PhoneNumberView { id: number.id.to_string(), number: number.number, created_at: rfc3339(number.created_at) }),
+        Json(PhoneNumberView {
+            id: number.id.to_string(),
+            number: number.number,
+            created_at: rfc3339(number.created_at),
+        }),
     ))
 }
 
@@ -111,9 +116,8 @@ pub async fn add_channel(
     ApiJson(body): ApiJson<AddChannel>,
 ) -> Result<(StatusCode, Json<ChannelView>), ApiError> {
     let store = access.store();
-    let channel = state
-        .add_channel(store.as_ref(), &access.caller.actor(), &access.caller.meta, &body.slug, &body.name)
-        .await?;
+    let channel =
+        state.add_channel(store.as_ref(), &access.caller.actor(), &access.caller.meta, &body.slug, &body.name).await?;
     Ok((StatusCode::CREATED, Json(channel_view(channel))))
 }
 

@@ -6,9 +6,8 @@ pub enum Command {
     Example,
 }
 
-pub fn run(command: &Command) -> anyhow::Result<()> {
+pub fn run(command: &Command) {
     match command {
         Command::Example => print!("{}", keyward_server::config::EXAMPLE),
     }
-    Ok(())
 }

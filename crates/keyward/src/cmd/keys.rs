@@ -73,7 +73,8 @@ pub async fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
     let keyward = boot::keyward(global, false).await?;
     let actor = Actor::operator();
     let meta = RequestMeta::local();
-    let org_id = |text: &str| OrgId::parse(text).map_err(|_| UsageError(format!("--org: {text:?} is not an org id (org_…)")));
+    let org_id =
+        |text: &str| OrgId::parse(text).map_err(|_| UsageError(format!("--org: {text:?} is not an org id (org_…)")));
     let output = match command {
         Command::Create(args) => {
             let org_id = org_id(&args.org)?;

@@ -14,15 +14,12 @@ pub struct Args {
 }
 
 pub async fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<()> {
-    let listen: SocketAddr = args
-        .listen
-        .parse()
-        .map_err(|_| UsageError(format!("--listen / KEYWARD_LISTEN: {:?} is not an address such as 127.0.0.1:8080", args.listen)))?;
+    let listen: SocketAddr = args.listen.parse().map_err(|_| {
+        UsageError(format!("--listen / KEYWARD_LISTEN: {:?} is not an address such as 127.0.0.1:8080", args.listen))
+    })?;
     boot::load_config(global)?;
     let keyward = boot::keyward(global, true).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, database = %global.database_url, "keyward is serving");
     keyward_server::serve(listener, keyward, shutdown_signal()).await?;
     tracing::info!("stopped; pending last-used times were flushed");

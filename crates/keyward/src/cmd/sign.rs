@@ -22,7 +22,7 @@ pub struct Args {
     /// Read the body from a file (`-` for standard input).
     #[arg(long)]
     body_file: Option<PathBuf>,
-    /// The signing secret. Prefer KEYWARD_SIGNING_SECRET: a flag ends up in shell history.
+    /// The signing secret. Prefer `KEYWARD_SIGNING_SECRET`: a flag ends up in shell history.
     #[arg(long, env = "KEYWARD_SIGNING_SECRET", hide_env_values = true)]
     secret: String,
     /// Unix seconds to sign with (default: now).
@@ -39,12 +39,15 @@ pub fn run(global: &GlobalArgs, args: &Args) -> anyhow::Result<()> {
             std::io::stdin().read_to_end(&mut bytes)?;
             bytes
         }
-        (None, Some(path)) => std::fs::read(path).map_err(|e| UsageError(format!("--body-file {}: {e}", path.display())))?,
+        (None, Some(path)) => {
+            std::fs::read(path).map_err(|e| UsageError(format!("--body-file {}: {e}", path.display())))?
+        }
         (None, None) => Vec::new(),
     };
     let timestamp = match args.timestamp {
         Some(ts) => ts,
-        None => u64::try_from(keyward_runtime::clock::Clock::now(&keyward_runtime::SystemClock).unix_timestamp()).unwrap_or(0),
+        None => u64::try_from(keyward_runtime::clock::Clock::now(&keyward_runtime::SystemClock).unix_timestamp())
+            .unwrap_or(0),
     }
     .to_string();
     let method = args.method.to_ascii_uppercase();
