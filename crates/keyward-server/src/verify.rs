@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_core::policy::{EffectiveChannels, VerifyRequest};
 use keyward_core::signing::{SignedRequest, EMPTY_BODY_SHA256};
@@ -162,12 +162,13 @@ impl Serialize for ChannelsOut<'_, '_> {
 #[utoipa::path(post, path = "/v1/verify", tag = "verify", request_body = VerifyBody<'_>,
     responses((status = 200, description = "The decision: `valid`, `code`, and either the key's facts or `status` and `message`"),
               (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 503, body = crate::problem::Problem)))]
-pub async fn verify(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+pub async fn verify(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let started = Instant::now();
-    if !auth::is_operator(&headers, &state) {
+    if !auth::is_operator(request.headers(), &state) {
         return Err(ApiError::code(Code::Unauthenticated, "POST /v1/verify takes the operator token"));
     }
-    let body: VerifyBody<'_> = extract::parse_json(&body)?;
+    let bytes: Bytes = extract::json_body(request, &state).await?;
+    let body: VerifyBody<'_> = extract::parse_json(&bytes)?;
     let client_ip = match body.client_ip.as_deref() {
         None | Some("") => None,
         Some(text) => Some(text.parse().map_err(|_| ApiError::field("client_ip", "Not an IP address"))?),

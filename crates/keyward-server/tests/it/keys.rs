@@ -74,12 +74,32 @@ async fn each_invalid_field_is_a_400_naming_the_field() {
         (json!({ "name": "k", "scopes": [] }), "scopes", Some("Select at least one scope.")),
         (json!({ "name": "k", "scopes": ["messages:fly"] }), "scopes", None),
         (json!({ "name": "k", "scopes": "messages:send" }), "scopes", None),
-        (json!({ "name": "k", "rate_limit": 0 }), "rate_limit", Some("Rate limit must be an integer between 1 and 1000")),
-        (json!({ "name": "k", "rate_limit": 1001 }), "rate_limit", Some("Rate limit must be an integer between 1 and 1000")),
-        (json!({ "name": "k", "rate_limit": 2.5 }), "rate_limit", Some("Rate limit must be an integer between 1 and 1000")),
-        (json!({ "name": "k", "rate_limit": "80" }), "rate_limit", Some("Rate limit must be an integer between 1 and 1000")),
+        (
+            json!({ "name": "k", "rate_limit": 0 }),
+            "rate_limit",
+            Some("Rate limit must be an integer between 1 and 1000"),
+        ),
+        (
+            json!({ "name": "k", "rate_limit": 1001 }),
+            "rate_limit",
+            Some("Rate limit must be an integer between 1 and 1000"),
+        ),
+        (
+            json!({ "name": "k", "rate_limit": 2.5 }),
+            "rate_limit",
+            Some("Rate limit must be an integer between 1 and 1000"),
+        ),
+        (
+            json!({ "name": "k", "rate_limit": "80" }),
+            "rate_limit",
+            Some("Rate limit must be an integer between 1 and 1000"),
+        ),
         (json!({ "name": "k", "expires_at": past }), "expires_at", Some("Expiry must be in the future")),
-        (json!({ "name": "k", "expires_at": "2030-01-01T00:00:00Z" }), "expires_at", Some("Expiry must be in the future")),
+        (
+            json!({ "name": "k", "expires_at": "2030-01-01T00:00:00Z" }),
+            "expires_at",
+            Some("Expiry must be in the future"),
+        ),
         (json!({ "name": "k", "expires_at": "tomorrow" }), "expires_at", None),
         (json!({ "name": "k", "ip_allowlist": ["10.0.0.1", "10.0.0.300"] }), "ip_allowlist[1]", None),
         (json!({ "name": "k", "ip_allowlist": ["10.0.0.1/8"] }), "ip_allowlist[0]", None),
@@ -99,7 +119,8 @@ async fn each_invalid_field_is_a_400_naming_the_field() {
     for (body, field, message) in cases {
         let answer = app.post(&format!("/v1/orgs/{org}/keys"), &body).await;
         answer.assert_problem(400, "VALIDATION_FAILED");
-        let got = answer.field_error(field).unwrap_or_else(|| panic!("no error on {field} for {body}: {:#}", answer.body));
+        let got =
+            answer.field_error(field).unwrap_or_else(|| panic!("no error on {field} for {body}: {:#}", answer.body));
         if let Some(message) = message {
             assert_eq!(got, message, "for {body}");
         }
@@ -217,7 +238,10 @@ async fn patch_changes_only_given_fields_and_null_clears() {
     let app = spawn_app().await;
     let org = app.create_org_with_senders().await;
     let created = app
-        .create_key(&org, &json!({ "name": "k", "rate_limit": 10, "expires_at": "2031-01-01T00:00:00Z", "meta": { "a": 1 } }))
+        .create_key(
+            &org,
+            &json!({ "name": "k", "rate_limit": 10, "expires_at": "2031-01-01T00:00:00Z", "meta": { "a": 1 } }),
+        )
         .await;
     let id = created["key"]["id"].as_str().unwrap();
     let path = format!("/v1/orgs/{org}/keys/{id}");
@@ -259,16 +283,16 @@ async fn revoke_is_idempotent_irreversible_and_blocks_edits() {
     assert!(revoked_at.is_string());
 
     app.clock.advance(time::Duration::seconds(30));
-    let again = app.send(app.client.post(app.url(&format!("/v1/orgs/{org}/keys/{id}/revoke"))).bearer_auth(&app.operator_token)).await;
+    let again = app
+        .send(app.client.post(app.url(&format!("/v1/orgs/{org}/keys/{id}/revoke"))).bearer_auth(&app.operator_token))
+        .await;
     assert_eq!(again.status, StatusCode::OK, "a revoke without a body is fine: {:#}", again.body);
     assert_eq!(again.body["key"]["revoked_at"], revoked_at, "revoking again changes nothing");
 
     app.patch(&format!("/v1/orgs/{org}/keys/{id}"), &json!({ "name": "back" }))
         .await
         .assert_problem(409, "API_KEY_INACTIVE");
-    app.post(&format!("/v1/orgs/{org}/keys/{id}/roll"), &json!({}))
-        .await
-        .assert_problem(409, "API_KEY_INACTIVE");
+    app.post(&format!("/v1/orgs/{org}/keys/{id}/roll"), &json!({})).await.assert_problem(409, "API_KEY_INACTIVE");
 
     let actions = audit_actions(&app, &org).await;
     assert_eq!(actions.iter().filter(|(a, _)| a == "key.revoked").count(), 1, "{actions:?}");
@@ -309,7 +333,9 @@ async fn roll_without_grace_revokes_the_old_key_at_once() {
     let old = app.create_key(&org, &json!({ "name": "k" })).await;
     let old_id = old["key"]["id"].as_str().unwrap();
     assert_eq!(app.verify(&json!({ "key": old["secret"] })).await["code"], "VALID");
-    let rolled = app.send(app.client.post(app.url(&format!("/v1/orgs/{org}/keys/{old_id}/roll"))).bearer_auth(&app.operator_token)).await;
+    let rolled = app
+        .send(app.client.post(app.url(&format!("/v1/orgs/{org}/keys/{old_id}/roll"))).bearer_auth(&app.operator_token))
+        .await;
     assert_eq!(rolled.status, StatusCode::CREATED, "{:#}", rolled.body);
     assert_eq!(app.verify(&json!({ "key": old["secret"] })).await["code"], "API_KEY_INACTIVE");
     assert_eq!(app.verify(&json!({ "key": rolled.body["secret"] })).await["code"], "VALID");
@@ -397,7 +423,9 @@ async fn management_needs_the_operator_token() {
     let path = app.url(&format!("/v1/orgs/{org}/keys"));
     app.send(app.client.get(&path)).await.assert_problem(401, "UNAUTHENTICATED");
     app.send(app.client.get(&path).bearer_auth("kwop_wrong_token_123456")).await.assert_problem(401, "UNAUTHENTICATED");
-    app.send(app.client.post(app.url("/v1/orgs")).json(&json!({ "name": "x" }))).await.assert_problem(401, "UNAUTHENTICATED");
+    app.send(app.client.post(app.url("/v1/orgs")).json(&json!({ "name": "x" })))
+        .await
+        .assert_problem(401, "UNAUTHENTICATED");
     let ok = app.send(app.client.get(&path).header("X-API-Key", &app.operator_token)).await;
     assert_eq!(ok.status, StatusCode::OK);
 }
@@ -417,15 +445,20 @@ async fn bad_bodies_are_problem_json_never_500() {
         .await;
     not_object.assert_problem(400, "VALIDATION_FAILED");
     let trailing = app
-        .send(app.client.post(&path).bearer_auth(token).header("content-type", "application/json").body("{\"name\":\"a\"} x"))
+        .send(
+            app.client
+                .post(&path)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body("{\"name\":\"a\"} x"),
+        )
         .await;
     trailing.assert_problem(400, "VALIDATION_FAILED");
     let text = app.send(app.client.post(&path).bearer_auth(token).body("name=x")).await;
     text.assert_problem(415, "UNSUPPORTED_MEDIA_TYPE");
     let huge = format!("{{\"name\": \"{}\"}}", "x".repeat(1024 * 1024 + 10));
-    let too_large = app
-        .send(app.client.post(&path).bearer_auth(token).header("content-type", "application/json").body(huge))
-        .await;
+    let too_large =
+        app.send(app.client.post(&path).bearer_auth(token).header("content-type", "application/json").body(huge)).await;
     too_large.assert_problem(413, "PAYLOAD_TOO_LARGE");
     let unknown = app.send(app.client.get(app.url("/v1/nothing-here")).bearer_auth(token)).await;
     unknown.assert_problem(404, "NOT_FOUND");
