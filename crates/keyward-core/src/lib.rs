@@ -9,6 +9,7 @@ pub mod code;
 pub mod crypto;
 pub mod ids;
 pub mod key;
+pub mod password;
 pub mod phone;
 pub mod policy;
 pub mod ratelimit;

@@ -55,6 +55,41 @@ impl Actor {
     }
 }
 
+/// A member's role in its org. Owners and admins manage keys; users and read-only members cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Admin,
+    User,
+    ReadOnly,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "owner" => Some(Self::Owner),
+            "admin" => Some(Self::Admin),
+            "user" => Some(Self::User),
+            "readonly" => Some(Self::ReadOnly),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::User => "user",
+            Self::ReadOnly => "readonly",
+        }
+    }
+
+    /// May see and change API keys and read the audit log.
+    pub const fn manages_keys(self) -> bool {
+        matches!(self, Self::Owner | Self::Admin)
+    }
+}
+
 /// The reported status: `expired` is derived (active and past `expires_at`), never stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyStatus {

@@ -19,11 +19,12 @@ use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::api::{keys, orgs};
+use crate::api::{audit, keys, members, orgs, session};
 use crate::config::Config;
 use crate::extract::MAX_BODY_BYTES;
 use crate::problem::{problem_response, ApiError};
 use crate::telemetry::{self, VerifyMetrics};
+use crate::throttle::LoginThrottle;
 use crate::{openapi, verify};
 
 /// What the binary hands the server.
@@ -47,6 +48,7 @@ pub struct Keyward {
     pub clock: Arc<dyn Clock>,
     pub operator_token_hash: KeyHash,
     pub verify_metrics: VerifyMetrics,
+    pub login_throttle: LoginThrottle,
 }
 
 pub type AppState = Arc<Keyward>;
@@ -76,6 +78,7 @@ impl Keyward {
             clock: deps.clock,
             operator_token_hash: deps.operator_token_hash,
             verify_metrics,
+            login_throttle: LoginThrottle::default(),
         })
     }
 }
@@ -91,6 +94,10 @@ pub fn build_app(state: AppState) -> Router {
         .route("/v1/orgs/{org}/keys/{id}/revoke", post(keys::revoke))
         .route("/v1/orgs/{org}/keys/{id}/roll", post(keys::roll))
         .route("/v1/keys/lookup", post(keys::lookup))
+        .route("/v1/orgs/{org}/members", post(members::add).get(members::list))
+        .route("/v1/orgs/{org}/members/{id}", axum::routing::delete(members::remove))
+        .route("/v1/orgs/{org}/audit", get(audit::list))
+        .route("/v1/session", post(session::create).delete(session::delete))
         .layer(SetResponseHeaderLayer::overriding(header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
     Router::new()
         .route("/healthz", get(healthz))

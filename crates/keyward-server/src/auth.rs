@@ -1,15 +1,18 @@
-//! Who is calling: extractors authenticate once and hand handlers a [`Caller`] or an
-//! [`OrgAccess`] (an org the caller may act on, with its org-bound store). Handlers never see a
-//! raw token.
+//! Who is calling and what they may do. Extractors authenticate once — operator token, API key
+//! (Bearer or `X-API-Key`), or session cookie with `X-CSRF-Token` on unsafe methods — and hand
+//! handlers a [`Caller`] or an [`OrgAccess`]. Handlers never see a raw token.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
-use keyward_core::ids::{EventId, OrgId};
-use keyward_core::record::Actor;
+use axum::http::{header, HeaderMap, Method};
+use keyward_core::ids::{EventId, KeyId, MemberId, OrgId};
+use keyward_core::key::{ct_eq, KeyHash};
+use keyward_core::policy::net_contains;
+use keyward_core::record::{Actor, ActorKind, Role};
+use keyward_core::validate::ALL_SCOPES;
 use keyward_core::Code;
 use keyward_store::{NewAuditEvent, OrgRecord, OrgStore};
 
@@ -18,23 +21,73 @@ use crate::net;
 use crate::problem::ApiError;
 use crate::telemetry;
 
+/// The console's session cookie.
+pub const SESSION_COOKIE: &str = "keyward_session";
+
 /// An authenticated principal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// The platform operator (`KEYWARD_OPERATOR_TOKEN`): every org.
     Operator,
+    /// A member logged in to the console.
+    Member { id: MemberId, org_id: OrgId, email: String, role: Role, session: KeyHash },
+    /// An API key managing its own org (it must hold `keys:read` / `keys:write`).
+    Key { id: KeyId, org_id: OrgId, name: String, scopes: Vec<String> },
+}
+
+/// What an endpoint needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    ReadKeys,
+    WriteKeys,
+    ReadAudit,
+    ManageMembers,
 }
 
 impl Principal {
     pub fn actor(&self) -> Actor {
         match self {
             Self::Operator => Actor::operator(),
+            Self::Member { id, email, .. } => {
+                Actor { kind: ActorKind::Member, id: id.to_string(), name: email.clone() }
+            }
+            Self::Key { id, name, .. } => Actor { kind: ActorKind::Key, id: id.to_string(), name: name.clone() },
         }
     }
 
-    fn may_access(&self, _org: &OrgId) -> bool {
+    /// The org this principal belongs to (`None`: the operator, who reaches every org).
+    pub fn org_id(&self) -> Option<&OrgId> {
+        match self {
+            Self::Operator => None,
+            Self::Member { org_id, .. } | Self::Key { org_id, .. } => Some(org_id),
+        }
+    }
+
+    fn holds(scopes: &[String], scope: &str) -> bool {
+        scopes.iter().any(|s| s == ALL_SCOPES || s == scope)
+    }
+
+    pub fn allows(&self, permission: Permission) -> bool {
         match self {
             Self::Operator => true,
+            Self::Member { role, .. } => match permission {
+                Permission::ReadKeys | Permission::WriteKeys | Permission::ReadAudit => role.manages_keys(),
+                Permission::ManageMembers => *role == Role::Owner,
+            },
+            Self::Key { scopes, .. } => match permission {
+                Permission::ReadKeys => Self::holds(scopes, "keys:read") || Self::holds(scopes, "keys:write"),
+                Permission::WriteKeys => Self::holds(scopes, "keys:write"),
+                Permission::ReadAudit | Permission::ManageMembers => false,
+            },
+        }
+    }
+
+    /// The scopes this principal may put on keys it creates or edits: a key cannot hand out
+    /// more than it holds. `None`: no ceiling.
+    pub fn scope_ceiling(&self) -> Option<&[String]> {
+        match self {
+            Self::Key { scopes, .. } if !scopes.iter().any(|s| s == ALL_SCOPES) => Some(scopes),
+            _ => None,
         }
     }
 }
@@ -44,19 +97,37 @@ impl Principal {
 pub struct RequestMeta {
     pub client_ip: Option<IpAddr>,
     pub trace_id: String,
+    /// Reached over TLS (a trusted proxy said `X-Forwarded-Proto: https`): cookies get `Secure`.
+    pub https: bool,
 }
 
 impl RequestMeta {
     /// For changes made outside HTTP (the CLI).
     pub fn local() -> Self {
-        Self { client_ip: None, trace_id: telemetry::trace_id(&HeaderMap::new()) }
+        Self { client_ip: None, trace_id: telemetry::trace_id(&HeaderMap::new()), https: false }
     }
 
     pub fn from_parts(parts: &Parts, state: &AppState) -> Self {
+        let peer = net::peer_ip(parts);
+        let proxied = peer.is_some_and(|ip| state.config.trusted_proxies.iter().any(|net| net_contains(net, ip)));
+        let forwarded_https = parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
         Self {
-            client_ip: net::client_ip(net::peer_ip(parts), &parts.headers, &state.config.trusted_proxies),
+            client_ip: net::client_ip(peer, &parts.headers, &state.config.trusted_proxies),
             trace_id: telemetry::trace_id(&parts.headers),
+            https: proxied && forwarded_https,
         }
+    }
+}
+
+impl FromRequestParts<AppState> for RequestMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_parts(parts, state))
     }
 }
 
@@ -70,6 +141,14 @@ pub struct Caller {
 impl Caller {
     pub fn actor(&self) -> Actor {
         self.principal.actor()
+    }
+
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.principal.allows(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::code(Code::Forbidden, "Your role or key does not allow this"))
+        }
     }
 }
 
@@ -87,24 +166,91 @@ pub fn is_operator(headers: &HeaderMap, state: &AppState) -> bool {
     credential(headers).is_some_and(|token| state.verifier.pepper().hash(token).ct_eq(&state.operator_token_hash))
 }
 
+/// The session cookie's token, if any.
+pub fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .filter(|token| !token.is_empty())
+}
+
+impl Caller {
+    /// Authenticates from headers: an explicit credential wins over a cookie.
+    pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
+        let meta = RequestMeta::from_parts(parts, state);
+        if let Some(token) = credential(&parts.headers) {
+            let principal = principal_from_token(token, &meta, state).await?;
+            return Ok(Self { principal, meta });
+        }
+        if let Some(token) = session_token(&parts.headers) {
+            let principal = principal_from_session(token, parts, state).await?;
+            return Ok(Self { principal, meta });
+        }
+        Err(ApiError::code(Code::Unauthenticated, "Log in, or send the operator token or an API key as a Bearer token"))
+    }
+}
+
+async fn principal_from_token(token: &str, meta: &RequestMeta, state: &AppState) -> Result<Principal, ApiError> {
+    if state.verifier.pepper().hash(token).ct_eq(&state.operator_token_hash) {
+        return Ok(Principal::Operator);
+    }
+    let invalid = || ApiError::code(Code::Unauthenticated, "The credential is not valid");
+    let cached = state.verifier.find(token).await?.ok_or_else(invalid)?;
+    let policy = &cached.policy;
+    let now = state.clock.now();
+    if policy.revoked || policy.expires_at.is_some_and(|at| at <= now) {
+        return Err(invalid());
+    }
+    // A key's IP allowlist holds for management calls too.
+    if !policy.ip_allowlist.is_empty()
+        && !meta.client_ip.is_some_and(|ip| policy.ip_allowlist.iter().any(|net| net_contains(net, ip)))
+    {
+        return Err(ApiError::code(Code::Forbidden, "The client IP address is not in this key's allowlist"));
+    }
+    Ok(Principal::Key {
+        id: policy.key_id.clone(),
+        org_id: policy.org_id.clone(),
+        name: policy.name.clone(),
+        scopes: policy.scopes.clone(),
+    })
+}
+
+async fn principal_from_session(token: &str, parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let pepper = state.verifier.pepper();
+    let hash = pepper.hash(token);
+    let expired = || ApiError::code(Code::Unauthenticated, "The session has ended; log in again");
+    let (session, member) = state.store.find_session(&hash).await?.ok_or_else(expired)?;
+    if session.expires_at <= state.clock.now() || !session.token_hash.ct_eq(&hash) {
+        return Err(expired());
+    }
+    let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        let csrf = parts.headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if csrf.is_empty() || !ct_eq(pepper.hash(csrf).as_bytes(), session.csrf_hash.as_bytes()) {
+            return Err(ApiError::code(Code::CsrfFailed, "Send the X-CSRF-Token you received at login"));
+        }
+    }
+    Ok(Principal::Member {
+        id: member.id,
+        org_id: member.org_id,
+        email: member.email,
+        role: member.role,
+        session: hash,
+    })
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if credential(&parts.headers).is_none() {
-            return Err(ApiError::code(
-                Code::Unauthenticated,
-                "Send the operator token or an API key in the Authorization: Bearer header",
-            ));
-        }
-        if !is_operator(&parts.headers, state) {
-            return Err(ApiError::code(Code::Unauthenticated, "The credential is not valid"));
-        }
-        Ok(Self { principal: Principal::Operator, meta: RequestMeta::from_parts(parts, state) })
+        Self::authenticate(parts, state).await
     }
 }
 
-/// Only the operator (e.g. creating orgs).
+/// Only the operator (creating orgs, verifying).
 #[derive(Debug, Clone)]
 pub struct OperatorCaller(pub Caller);
 
@@ -121,8 +267,9 @@ impl FromRequestParts<AppState> for OperatorCaller {
     }
 }
 
-/// An org from the path that the caller may act on. Another org's id, a malformed id and a
-/// missing org all answer 404, so ids cannot be probed.
+/// An org from the path that the caller belongs to (or the operator). Another org's id, a
+/// malformed id and a missing org all answer 404, so ids cannot be probed; permissions are
+/// checked after that, with [`OrgAccess::require`].
 #[derive(Debug, Clone)]
 pub struct OrgAccess {
     pub caller: Caller,
@@ -135,23 +282,8 @@ impl OrgAccess {
         self.state.store.org(&self.org.id)
     }
 
-    /// An audit event by this caller, stamped now.
-    pub fn event(
-        &self,
-        action: &str,
-        target_type: &str,
-        target_id: &str,
-        target_name: &str,
-        changes: serde_json::Value,
-    ) -> NewAuditEvent {
-        audit_event(
-            &self.caller.actor(),
-            &self.caller.meta,
-            self.state.clock.now(),
-            action,
-            (target_type, target_id, target_name),
-            changes,
-        )
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        self.caller.require(permission)
     }
 }
 
@@ -185,7 +317,7 @@ impl FromRequestParts<AppState> for OrgAccess {
         let Path(params) =
             Path::<HashMap<String, String>>::from_request_parts(parts, state).await.map_err(|_| ApiError::NotFound)?;
         let org_id = params.get("org").and_then(|text| OrgId::parse(text).ok()).ok_or(ApiError::NotFound)?;
-        if !caller.principal.may_access(&org_id) {
+        if caller.principal.org_id().is_some_and(|own| *own != org_id) {
             return Err(ApiError::NotFound);
         }
         let org = state.store.find_org(&org_id).await?.ok_or(ApiError::NotFound)?;

@@ -13,7 +13,8 @@ pub mod net;
 pub mod openapi;
 pub mod problem;
 pub mod telemetry;
+mod throttle;
 pub mod verify;
 
 pub use app::{build_app, serve, Deps, Keyward};
-pub use manage::CreatedKey;
+pub use manage::{CreatedKey, LoginError, NewSession};

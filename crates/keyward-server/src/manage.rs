@@ -3,12 +3,14 @@
 //! cached copy before answering.
 
 use keyward_core::crypto::SigningSecret;
-use keyward_core::ids::{ChannelId, KeyId, OrgId, PhoneNumberId};
+use keyward_core::ids::{ChannelId, KeyId, MemberId, OrgId, PhoneNumberId};
 use keyward_core::key::KeySecret;
-use keyward_core::record::{self, Actor, KeyRecord, KeySettings};
+use keyward_core::record::{self, Actor, KeyRecord, KeySettings, Role};
 use keyward_core::validate::{self, KeyPatchInput, NewKeyInput, Rules};
 use keyward_core::Code;
-use keyward_store::{ChannelRecord, OrgRecord, OrgStore, PhoneNumberRecord, RevokeKey, RollKey};
+use keyward_store::{
+    ChannelRecord, MemberRecord, OrgRecord, OrgStore, PhoneNumberRecord, RevokeKey, RollKey, SessionRecord,
+};
 use serde_json::json;
 
 use crate::app::Keyward;
@@ -125,11 +127,13 @@ impl Keyward {
         actor: &Actor,
         meta: &RequestMeta,
         input: &NewKeyInput,
+        ceiling: Option<&[String]>,
     ) -> Result<CreatedKey, ApiError> {
         let (numbers, channels) = self.org_context(org).await?;
         let now = self.clock.now();
         let rules = self.rules(&numbers, &channels, now);
         let settings = validate::new_key(input, &rules)?;
+        within_ceiling(&settings.scopes, ceiling)?;
         let created = self.mint(org.org_id(), settings, actor, now);
         let event = audit_event(
             actor,
@@ -183,14 +187,19 @@ impl Keyward {
         meta: &RequestMeta,
         id: &KeyId,
         input: &KeyPatchInput,
+        ceiling: Option<&[String]>,
     ) -> Result<KeyRecord, ApiError> {
         let current = org.find_key(id).await?.ok_or(ApiError::NotFound)?;
+        within_ceiling(&current.settings.scopes, ceiling)?;
         if current.revoked_at.is_some() {
             return Err(ApiError::code(Code::ApiKeyInactive, "The API key is revoked and can no longer be changed"));
         }
         let (numbers, channels) = self.org_context(org).await?;
         let now = self.clock.now();
         let patch = validate::key_patch(input, &self.rules(&numbers, &channels, now))?;
+        if let Some(scopes) = &patch.scopes {
+            within_ceiling(scopes, ceiling)?;
+        }
         if patch.is_empty() {
             return Ok(current);
         }
@@ -213,8 +222,10 @@ impl Keyward {
         actor: &Actor,
         meta: &RequestMeta,
         id: &KeyId,
+        ceiling: Option<&[String]>,
     ) -> Result<KeyRecord, ApiError> {
         let current = org.find_key(id).await?.ok_or(ApiError::NotFound)?;
+        within_ceiling(&current.settings.scopes, ceiling)?;
         let now = self.clock.now();
         let event = audit_event(
             actor,
@@ -236,6 +247,7 @@ impl Keyward {
         meta: &RequestMeta,
         id: &KeyId,
         grace_seconds: i64,
+        ceiling: Option<&[String]>,
     ) -> Result<CreatedKey, ApiError> {
         if !(0..=MAX_GRACE_SECONDS).contains(&grace_seconds) {
             return Err(ApiError::field(
@@ -244,6 +256,7 @@ impl Keyward {
             ));
         }
         let old = org.find_key(id).await?.ok_or(ApiError::NotFound)?;
+        within_ceiling(&old.settings.scopes, ceiling)?;
         if old.revoked_at.is_some() {
             return Err(ApiError::code(Code::ApiKeyInactive, "The API key is revoked and can no longer be rolled"));
         }
@@ -275,6 +288,19 @@ impl Keyward {
     }
 }
 
+/// A key managing keys may only create, edit, roll or revoke keys within the scopes it holds:
+/// otherwise a leaked `keys:write` key could mint itself a `*` key.
+fn within_ceiling(scopes: &[String], ceiling: Option<&[String]>) -> Result<(), ApiError> {
+    let Some(ceiling) = ceiling else { return Ok(()) };
+    match scopes.iter().find(|scope| !ceiling.contains(scope)) {
+        None => Ok(()),
+        Some(scope) => Err(ApiError::code(
+            Code::Forbidden,
+            format!("An API key cannot manage keys with scopes it does not hold itself ({scope})"),
+        )),
+    }
+}
+
 /// The non-secret settings of a key, as recorded by `key.created`.
 fn settings_json(settings: &KeySettings) -> serde_json::Value {
     json!({
@@ -288,4 +314,200 @@ fn settings_json(settings: &KeySettings) -> serde_json::Value {
         "channels": record::channels_json(&settings.channels),
         "environment": settings.environment.as_str(),
     })
+}
+
+/// How long a console session lasts.
+pub const SESSION_TTL: time::Duration = time::Duration::hours(12);
+
+/// A fresh login: the cookie token and CSRF token are shown this once; only hashes are stored.
+#[derive(Debug)]
+pub struct NewSession {
+    pub token: String,
+    pub csrf_token: String,
+    pub max_age_seconds: i64,
+    pub member: MemberRecord,
+    pub org: OrgRecord,
+}
+
+#[derive(Debug)]
+pub enum LoginError {
+    Throttled { retry_after_seconds: u64 },
+    Api(ApiError),
+}
+
+impl From<ApiError> for LoginError {
+    fn from(error: ApiError) -> Self {
+        Self::Api(error)
+    }
+}
+
+impl From<keyward_store::StoreError> for LoginError {
+    fn from(error: keyward_store::StoreError) -> Self {
+        Self::Api(error.into())
+    }
+}
+
+async fn hash_password(password: String) -> Result<String, ApiError> {
+    // argon2id takes tens of milliseconds of CPU: keep it off the async workers.
+    tokio::task::spawn_blocking(move || keyward_core::password::hash(&password, &mut rand::rngs::OsRng))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+async fn verify_password(password: String, stored: String) -> Result<bool, ApiError> {
+    tokio::task::spawn_blocking(move || keyward_core::password::verify(&password, &stored))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))
+}
+
+impl Keyward {
+    pub async fn add_member(
+        &self,
+        org: &dyn OrgStore,
+        actor: &Actor,
+        meta: &RequestMeta,
+        email: &str,
+        password: &str,
+        role: &str,
+    ) -> Result<MemberRecord, ApiError> {
+        let mut errors = Vec::new();
+        let email = keyward_core::password::normalize_email(email);
+        if email.is_none() {
+            errors.push(validate::FieldError::new("email", "Not a valid email address"));
+        }
+        if let Err(message) = keyward_core::password::check_strength(password) {
+            errors.push(validate::FieldError::new("password", message));
+        }
+        let role = Role::parse(role);
+        if role.is_none() {
+            errors.push(validate::FieldError::new("role", "Role must be owner, admin, user or readonly"));
+        }
+        let (Some(email), Some(role), true) = (email, role, errors.is_empty()) else {
+            return Err(ApiError::Validation(errors));
+        };
+        let password_hash = hash_password(password.to_owned()).await?;
+        let member = MemberRecord {
+            id: MemberId::generate(&mut rand::thread_rng()),
+            org_id: org.org_id().clone(),
+            email,
+            password_hash,
+            role,
+            created_at: self.clock.now(),
+        };
+        let event = audit_event(
+            actor,
+            meta,
+            member.created_at,
+            "member.added",
+            ("member", member.id.as_str(), &member.email),
+            json!({ "email": member.email, "role": member.role.as_str() }),
+        );
+        org.add_member(&member, &event).await?;
+        Ok(member)
+    }
+
+    pub async fn remove_member(
+        &self,
+        org: &dyn OrgStore,
+        actor: &Actor,
+        meta: &RequestMeta,
+        id: &MemberId,
+    ) -> Result<(), ApiError> {
+        let member = org.find_member(id).await?.ok_or(ApiError::NotFound)?;
+        let event = audit_event(
+            actor,
+            meta,
+            self.clock.now(),
+            "member.removed",
+            ("member", member.id.as_str(), &member.email),
+            json!({ "email": member.email, "role": member.role.as_str() }),
+        );
+        org.remove_member(id, &event).await?;
+        Ok(())
+    }
+
+    /// Checks the password (as slowly for an unknown email as for a known one), throttles
+    /// repeated failures, and opens a session with its `member.login` event.
+    pub async fn login(&self, email: &str, password: &str, meta: &RequestMeta) -> Result<NewSession, LoginError> {
+        let now = self.clock.now();
+        let email = keyward_core::password::normalize_email(email).unwrap_or_else(|| email.trim().to_lowercase());
+        let ip = meta.client_ip.map(|ip| ip.to_string());
+        if let Some(retry_after_seconds) = self.login_throttle.retry_after(&email, ip.as_deref(), now) {
+            return Err(LoginError::Throttled { retry_after_seconds });
+        }
+        let member = self.store.find_member_by_email(&email).await?;
+        let stored = member.as_ref().map_or(keyward_core::password::DUMMY_HASH, |m| m.password_hash.as_str());
+        let matches = verify_password(password.to_owned(), stored.to_owned()).await?;
+        let member = match member {
+            Some(member) if matches => member,
+            other => {
+                self.login_throttle.record_failure(&email, ip.as_deref(), now);
+                if let Some(member) = other {
+                    let actor = member_actor(&member);
+                    let event = audit_event(
+                        &actor,
+                        meta,
+                        now,
+                        "member.login_failed",
+                        ("member", member.id.as_str(), &member.email),
+                        json!({ "reason": "wrong password" }),
+                    );
+                    self.store.org(&member.org_id).record_event(&event).await?;
+                }
+                return Err(ApiError::code(Code::InvalidCredentials, "The email or password is not correct").into());
+            }
+        };
+        self.login_throttle.record_success(&email);
+        let org = self.store.find_org(&member.org_id).await?.ok_or(ApiError::NotFound)?;
+        let mut rng = rand::rngs::OsRng;
+        let token = keyward_core::base62::random_string(&mut rng, 43);
+        let csrf_token = keyward_core::base62::random_string(&mut rng, 32);
+        let pepper = self.verifier.pepper();
+        let session = SessionRecord {
+            token_hash: pepper.hash(&token),
+            csrf_hash: pepper.hash(&csrf_token),
+            member_id: member.id.clone(),
+            org_id: member.org_id.clone(),
+            created_at: now,
+            expires_at: now + SESSION_TTL,
+        };
+        let event = audit_event(
+            &member_actor(&member),
+            meta,
+            now,
+            "member.login",
+            ("member", member.id.as_str(), &member.email),
+            json!({}),
+        );
+        self.store.insert_session(&session, &event).await?;
+        if let Err(error) = self.store.delete_expired_sessions(now).await {
+            tracing::warn!(%error, "could not remove expired sessions");
+        }
+        Ok(NewSession { token, csrf_token, max_age_seconds: SESSION_TTL.whole_seconds(), member, org })
+    }
+
+    pub async fn logout(
+        &self,
+        principal: &crate::auth::Principal,
+        session: &keyward_core::key::KeyHash,
+        meta: &RequestMeta,
+    ) -> Result<(), ApiError> {
+        self.store.delete_session(session).await?;
+        if let crate::auth::Principal::Member { id, org_id, email, .. } = principal {
+            let event = audit_event(
+                &principal.actor(),
+                meta,
+                self.clock.now(),
+                "member.logout",
+                ("member", id.as_str(), email),
+                json!({}),
+            );
+            self.store.org(org_id).record_event(&event).await?;
+        }
+        Ok(())
+    }
+}
+
+fn member_actor(member: &MemberRecord) -> Actor {
+    Actor { kind: keyward_core::record::ActorKind::Member, id: member.id.to_string(), name: member.email.clone() }
 }

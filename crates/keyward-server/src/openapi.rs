@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::api::{keys, orgs};
+use crate::api::{audit, keys, members, orgs, session};
 use crate::verify;
 
 #[derive(OpenApi)]
@@ -13,6 +13,7 @@ use crate::verify;
         verify::verify,
         orgs::create, orgs::add_phone_number, orgs::list_phone_numbers, orgs::add_channel, orgs::list_channels,
         keys::create, keys::list, keys::get, keys::update, keys::revoke, keys::roll, keys::lookup,
+        members::add, members::list, members::remove, session::create, session::delete, audit::list,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

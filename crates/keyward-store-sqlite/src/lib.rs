@@ -15,13 +15,18 @@ use async_trait::async_trait;
 use keyward_core::ids::{KeyId, OrgId};
 use keyward_core::key::KeyHash;
 use keyward_core::record::KeyRecord;
-use keyward_store::{Change, OrgRecord, OrgStore, Store, StoreError, StoreResult};
+use keyward_store::{
+    Change, MemberRecord, NewAuditEvent, OrgRecord, OrgStore, SessionRecord, Store, StoreError, StoreResult,
+};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
 
 use crate::error::{conflict_as, DbResult, Fail};
-use crate::rows::{change_from_row, key_columns, key_from_row, nanos, org_from_row};
+use crate::rows::{
+    append_event, change_from_row, key_columns, key_from_row, member_columns, member_from_row, nanos, org_from_row,
+    session_from_row, session_join,
+};
 
 /// One embedded migration: `migrations/<version>_<name>.sql`.
 struct Migration {
@@ -291,6 +296,71 @@ impl Store for SqliteStore {
                 stmt.execute(params![id.as_str(), nanos(*at)?])?;
             }
             Ok(())
+        })
+        .await
+    }
+
+    async fn find_member_by_email(&self, email: &str) -> StoreResult<Option<MemberRecord>> {
+        let email = email.to_owned();
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare_cached(concat!("SELECT ", member_columns!(), " FROM members WHERE email = ?1"))?;
+            let mut rows = stmt.query([email])?;
+            rows.next()?.map(member_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn insert_session(&self, session: &SessionRecord, event: &NewAuditEvent) -> StoreResult<()> {
+        let (session, event) = (session.clone(), event.clone());
+        self.write(move |conn| {
+            // Through the member's row, so a session can only name a member of its own org.
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO sessions (token_hash, csrf_hash, member_id, org_id, created_at, expires_at) \
+                     SELECT ?1, ?2, id, org_id, ?5, ?6 FROM members WHERE id = ?3 AND org_id = ?4",
+                )?
+                .execute(params![
+                    &session.token_hash.0[..],
+                    &session.csrf_hash.0[..],
+                    session.member_id.as_str(),
+                    session.org_id.as_str(),
+                    nanos(session.created_at)?,
+                    nanos(session.expires_at)?,
+                ])
+                .map_err(|error| conflict_as(error.into(), "session_token"))?;
+            if inserted == 0 {
+                return Err(StoreError::NotFound.into());
+            }
+            append_event(conn, &session.org_id, &event)
+        })
+        .await
+    }
+
+    async fn find_session(&self, token_hash: &KeyHash) -> StoreResult<Option<(SessionRecord, MemberRecord)>> {
+        let hash = token_hash.0;
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(concat!(session_join!(), " WHERE s.token_hash = ?1"))?;
+            let mut rows = stmt.query([&hash[..]])?;
+            rows.next()?.map(session_from_row).transpose()
+        })
+        .await
+    }
+
+    async fn delete_session(&self, token_hash: &KeyHash) -> StoreResult<()> {
+        let hash = token_hash.0;
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?.execute([&hash[..]])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_expired_sessions(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        self.write(move |conn| {
+            // Expired means `expires_at <= now`, as for keys; the index on expires_at finds them.
+            let deleted = conn.prepare_cached("DELETE FROM sessions WHERE expires_at <= ?1")?.execute([nanos(now)?])?;
+            Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
         })
         .await
     }

@@ -1,17 +1,20 @@
 //! The tenant view: every query binds `org_id`, so another org's id is simply not found.
 
 use async_trait::async_trait;
-use keyward_core::ids::{ChannelId, KeyId, OrgId, PhoneNumberId};
+use keyward_core::ids::{ChannelId, KeyId, MemberId, OrgId, PhoneNumberId};
 use keyward_core::record::{KeyPatch, KeyRecord};
 use keyward_store::{
-    AuditFilter, AuditRecord, ChannelRecord, Cursor, KeyFilter, NewAuditEvent, OrgStore, Page, Paged,
+    AuditFilter, AuditRecord, ChannelRecord, Cursor, KeyFilter, MemberRecord, NewAuditEvent, OrgStore, Page, Paged,
     PhoneNumberRecord, RevokeKey, RollKey, StatusFilter, StoreError, StoreResult,
 };
 use rusqlite::{params, Connection};
 use serde_json::{json, Map, Value};
 
 use crate::error::{bad_row, conflict_as, DbResult, Fail};
-use crate::rows::{self, append_event, event_columns, event_from_row, key_columns, key_from_row, log_change, nanos};
+use crate::rows::{
+    self, append_event, event_columns, event_from_row, key_columns, key_from_row, log_change, member_columns,
+    member_from_row, nanos,
+};
 use crate::SqliteStore;
 
 pub(crate) struct SqliteOrgStore<'s> {
@@ -39,6 +42,13 @@ fn find_key(conn: &Connection, org_id: &OrgId, id: &KeyId) -> DbResult<Option<Ke
         conn.prepare_cached(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = ?1 AND org_id = ?2"))?;
     let mut rows = stmt.query([id.as_str(), org_id.as_str()])?;
     rows.next()?.map(key_from_row).transpose()
+}
+
+fn find_member(conn: &Connection, org_id: &OrgId, id: &MemberId) -> DbResult<Option<MemberRecord>> {
+    let mut stmt =
+        conn.prepare_cached(concat!("SELECT ", member_columns!(), " FROM members WHERE id = ?1 AND org_id = ?2"))?;
+    let mut rows = stmt.query([id.as_str(), org_id.as_str()])?;
+    rows.next()?.map(member_from_row).transpose()
 }
 
 /// A key or event must belong to the view it is written through.
@@ -283,6 +293,75 @@ impl OrgStore for SqliteOrgStore<'_> {
                 Ok(old)
             })
             .await
+    }
+
+    async fn add_member(&self, member: &MemberRecord, event: &NewAuditEvent) -> StoreResult<()> {
+        let (org_id, member, event) = (self.org_id.clone(), member.clone(), event.clone());
+        self.store
+            .write(move |conn| {
+                check_org(&org_id, &member.org_id)?;
+                // The only unique column a caller can collide with is the email (ids are random),
+                // and it is unique across orgs: login names no org.
+                conn.prepare_cached(
+                    "INSERT INTO members (id, org_id, email, password_hash, role, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    member.id.as_str(),
+                    org_id.as_str(),
+                    member.email,
+                    member.password_hash,
+                    member.role.as_str(),
+                    nanos(member.created_at)?
+                ])
+                .map_err(|error| conflict_as(error.into(), "member_email"))?;
+                append_event(conn, &org_id, &event)
+            })
+            .await
+    }
+
+    async fn members(&self) -> StoreResult<Vec<MemberRecord>> {
+        let org_id = self.org_id.clone();
+        self.store
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(concat!(
+                    "SELECT ",
+                    member_columns!(),
+                    " FROM members WHERE org_id = ?1 ORDER BY created_at, rowid"
+                ))?;
+                let mut rows = stmt.query([org_id.as_str()])?;
+                let mut members = Vec::new();
+                while let Some(row) = rows.next()? {
+                    members.push(member_from_row(row)?);
+                }
+                Ok(members)
+            })
+            .await
+    }
+
+    async fn find_member(&self, id: &MemberId) -> StoreResult<Option<MemberRecord>> {
+        let (org_id, id) = (self.org_id.clone(), id.clone());
+        self.store.read(move |conn| find_member(conn, &org_id, &id)).await
+    }
+
+    async fn remove_member(&self, id: &MemberId, event: &NewAuditEvent) -> StoreResult<MemberRecord> {
+        let (org_id, id, event) = (self.org_id.clone(), id.clone(), event.clone());
+        self.store
+            .write(move |conn| {
+                let member = find_member(conn, &org_id, &id)?.ok_or(StoreError::NotFound)?;
+                // The foreign key cascades too; saying it here does not depend on the pragma.
+                conn.prepare_cached("DELETE FROM sessions WHERE member_id = ?1")?.execute([id.as_str()])?;
+                conn.prepare_cached("DELETE FROM members WHERE id = ?1 AND org_id = ?2")?
+                    .execute([id.as_str(), org_id.as_str()])?;
+                append_event(conn, &org_id, &event)?;
+                Ok(member)
+            })
+            .await
+    }
+
+    async fn record_event(&self, event: &NewAuditEvent) -> StoreResult<()> {
+        let (org_id, event) = (self.org_id.clone(), event.clone());
+        self.store.write(move |conn| append_event(conn, &org_id, &event)).await
     }
 
     async fn list_audit(&self, filter: &AuditFilter, page: Page) -> StoreResult<Paged<AuditRecord>> {

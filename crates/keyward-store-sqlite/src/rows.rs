@@ -2,11 +2,11 @@
 //! A row that does not decode is an error (`StoreError::Other`), never a panic.
 
 use keyward_core::audit::{chain_hash, GENESIS};
-use keyward_core::ids::{EventId, KeyId, OrgId};
+use keyward_core::ids::{EventId, KeyId, MemberId, OrgId};
 use keyward_core::key::{Environment, KeyHash};
-use keyward_core::record::{self, Actor, ActorKind, Channels, KeyRecord, KeySettings};
+use keyward_core::record::{self, Actor, ActorKind, Channels, KeyRecord, KeySettings, Role};
 use keyward_core::validate::parse_ip_entry;
-use keyward_store::{AuditRecord, Change, NewAuditEvent, OrgRecord};
+use keyward_store::{AuditRecord, Change, MemberRecord, NewAuditEvent, OrgRecord, SessionRecord};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -31,6 +31,27 @@ macro_rules! event_columns {
     };
 }
 pub(crate) use event_columns;
+
+/// The `members` columns [`member_from_row`] reads, in SQL.
+macro_rules! member_columns {
+    () => {
+        "id, org_id, email, password_hash, role, created_at"
+    };
+}
+pub(crate) use member_columns;
+
+/// A session joined with its member, as [`session_from_row`] reads it: the session's own columns
+/// are aliased so they cannot be confused with the member's.
+macro_rules! session_join {
+    () => {
+        "SELECT s.token_hash AS token_hash, s.csrf_hash AS csrf_hash, s.member_id AS session_member_id, \
+         s.org_id AS session_org_id, s.created_at AS session_created_at, s.expires_at AS expires_at, \
+         m.id AS id, m.org_id AS org_id, m.email AS email, m.password_hash AS password_hash, m.role AS role, \
+         m.created_at AS created_at \
+         FROM sessions s JOIN members m ON m.id = s.member_id"
+    };
+}
+pub(crate) use session_join;
 
 /// How long the change feed keeps a row. Nodes poll it every 100 ms; one that falls further
 /// behind than this is told to drop every org's cache (see `changes_since`).
@@ -244,6 +265,35 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> DbResult<AuditRecord> {
         prev_hash: row.get("prev_hash")?,
         hash: row.get("hash")?,
     })
+}
+
+pub(crate) fn member_from_row(row: &Row<'_>) -> DbResult<MemberRecord> {
+    Ok(MemberRecord {
+        id: MemberId::parse(&row.get::<_, String>("id")?).map_err(|_| bad_row("members.id"))?,
+        org_id: OrgId::parse(&row.get::<_, String>("org_id")?).map_err(|_| bad_row("members.org_id"))?,
+        email: row.get("email")?,
+        password_hash: row.get("password_hash")?,
+        role: Role::parse(&row.get::<_, String>("role")?).ok_or_else(|| bad_row("members.role"))?,
+        created_at: time("members.created_at", row.get("created_at")?)?,
+    })
+}
+
+/// A row of [`session_join`]: the session and its member.
+pub(crate) fn session_from_row(row: &Row<'_>) -> DbResult<(SessionRecord, MemberRecord)> {
+    let hash = |column: &str| -> DbResult<KeyHash> {
+        let bytes: Vec<u8> = row.get(column)?;
+        KeyHash::from_slice(&bytes).ok_or_else(|| bad_row(&format!("sessions.{column}")))
+    };
+    let session = SessionRecord {
+        token_hash: hash("token_hash")?,
+        csrf_hash: hash("csrf_hash")?,
+        member_id: MemberId::parse(&row.get::<_, String>("session_member_id")?)
+            .map_err(|_| bad_row("sessions.member_id"))?,
+        org_id: OrgId::parse(&row.get::<_, String>("session_org_id")?).map_err(|_| bad_row("sessions.org_id"))?,
+        created_at: time("sessions.created_at", row.get("session_created_at")?)?,
+        expires_at: time("sessions.expires_at", row.get("expires_at")?)?,
+    };
+    Ok((session, member_from_row(row)?))
 }
 
 /// Appends `event` to the org's hash chain. Runs inside the caller's write transaction, which

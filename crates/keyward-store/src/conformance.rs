@@ -1,20 +1,20 @@
 //! The story every backend must pass (as atuin's `db_story`): schema and settings, tenancy,
-//! cursors and filters, revoke idempotence, rolls, last-used batches, the change feed and the
-//! audit chain written in each change's transaction. Call [`run`] on a fresh, empty database;
+//! cursors and filters, revoke idempotence, rolls, last-used batches, members and sessions, the
+//! change feed and the audit chain written in each change's transaction. Call [`run`] on a fresh, empty database;
 //! it panics on the first broken promise, naming it.
 
 use keyward_core::audit::{chain_hash, GENESIS};
-use keyward_core::ids::{ChannelId, EventId, KeyId, OrgId, PhoneNumberId};
+use keyward_core::ids::{ChannelId, EventId, KeyId, MemberId, OrgId, PhoneNumberId};
 use keyward_core::key::{Environment, KeyHash};
-use keyward_core::record::{Actor, ActorKind, Channels, KeyPatch, KeyRecord, KeySettings};
+use keyward_core::record::{Actor, ActorKind, Channels, KeyPatch, KeyRecord, KeySettings, Role};
 use keyward_core::validate::parse_ip_entry;
 use serde_json::{json, Value};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    AuditFilter, AuditRecord, Change, ChannelRecord, Cursor, KeyFilter, NewAuditEvent, OrgRecord, OrgStore, Page,
-    PhoneNumberRecord, RevokeKey, RollKey, StatusFilter, Store, StoreError,
+    AuditFilter, AuditRecord, Change, ChannelRecord, Cursor, KeyFilter, MemberRecord, NewAuditEvent, OrgRecord,
+    OrgStore, Page, PhoneNumberRecord, RevokeKey, RollKey, SessionRecord, StatusFilter, Store, StoreError,
 };
 
 /// The story's "now". Nanoseconds on purpose: times must round-trip exactly.
@@ -67,6 +67,35 @@ fn key(n: u8, org: &OrgId, created_by: &str) -> KeyRecord {
         revoked_by: None,
         last_used_at: None,
     }
+}
+
+/// Member `name` of `org`: id `usr_{name}`, email `{name}@example.com`, created at `at(seconds)`.
+fn member(name: &str, org: &OrgId, role: Role, seconds: i64) -> MemberRecord {
+    MemberRecord {
+        id: MemberId::parse(&format!("usr_{name}")).expect("a valid member id"),
+        org_id: org.clone(),
+        email: format!("{name}@example.com"),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}"),
+        role,
+        created_at: at(seconds),
+    }
+}
+
+/// Session `n` of `member`: token hash `[n; 32]`, CSRF hash `[n + 1; 32]`, from `at(500)` to `at(expires)`.
+fn session(n: u8, member: &MemberRecord, expires: i64) -> SessionRecord {
+    SessionRecord {
+        token_hash: KeyHash([n; 32]),
+        csrf_hash: KeyHash([n.wrapping_add(1); 32]),
+        member_id: member.id.clone(),
+        org_id: member.org_id.clone(),
+        created_at: at(500),
+        expires_at: at(expires),
+    }
+}
+
+/// A member's own actor, as a login records it.
+fn actor_of(member: &MemberRecord) -> Actor {
+    Actor { kind: ActorKind::Member, id: member.id.as_str().to_owned(), name: member.email.clone() }
 }
 
 /// A key with every optional setting filled, to check each column round-trips.
@@ -135,6 +164,10 @@ pub async fn run(store: &dyn Store) {
     plot.roll().await;
     plot.last_used().await;
     plot.no_event_no_change().await;
+    plot.members().await;
+    plot.sessions().await;
+    plot.remove_member().await;
+    plot.record_events().await;
     plot.change_feed().await;
     plot.audit_chains().await;
     plot.audit_listing().await;
@@ -523,6 +556,193 @@ impl Story<'_> {
         drop(a);
         assert_eq!(self.store.latest_change().await.expect("latest_change"), feed_before, "nothing in the feed");
         self.assert_audit_a("failed writes add no event").await;
+    }
+
+    /// Org A: alice (owner), bob (read-only). Org B: carol (admin). Emails are unique across orgs.
+    async fn members(&mut self) {
+        let alice = member("alice", &self.org_a, Role::Owner, 500);
+        let bob = member("bob", &self.org_a, Role::ReadOnly, 501);
+        let carol = member("carol", &self.org_b, Role::Admin, 502);
+        for added in [&alice, &bob, &carol] {
+            let event = self.event(&self.operator.clone(), "member.added", "member", added.id.as_str());
+            self.store.org(&added.org_id).add_member(added, &event).await.expect("add_member");
+            if added.org_id == self.org_a {
+                self.audit_a.push(event);
+            } else {
+                self.audit_b.push(event);
+            }
+        }
+        assert_eq!(self.a().members().await.expect("members"), [alice.clone(), bob.clone()], "oldest first");
+        assert_eq!(self.b().members().await.expect("members"), std::slice::from_ref(&carol));
+        assert_eq!(self.a().find_member(&bob.id).await.expect("find_member"), Some(bob.clone()), "round-trips");
+        for found in [&alice, &carol] {
+            let by_email = self.store.find_member_by_email(&found.email).await.expect("find_member_by_email");
+            assert_eq!(by_email.as_ref(), Some(found), "login finds {} in any org", found.email);
+        }
+        assert_eq!(self.store.find_member_by_email("nobody@example.com").await.expect("by email"), None);
+
+        // The same email in another org, or again in the same one, is refused, and writes nothing.
+        let mut mallory = member("mallory", &self.org_b, Role::Owner, 503);
+        mallory.email.clone_from(&alice.email);
+        let mut twin = member("twin", &self.org_a, Role::User, 503);
+        twin.email.clone_from(&alice.email);
+        for refused in [&mallory, &twin] {
+            let event = self.event(&self.operator.clone(), "member.added", "member", refused.id.as_str());
+            match self.store.org(&refused.org_id).add_member(refused, &event).await {
+                Err(StoreError::Conflict { constraint: "member_email" }) => {}
+                other => panic!("an email already taken in any org is a member_email conflict, got {other:?}"),
+            }
+            assert_eq!(self.store.org(&refused.org_id).find_member(&refused.id).await.expect("find_member"), None);
+        }
+        assert_eq!(self.b().members().await.expect("members"), [carol]);
+        assert_eq!(self.store.find_member_by_email(&alice.email).await.expect("by email"), Some(alice.clone()));
+
+        // Org B's view neither sees nor removes A's members.
+        let event = self.event(&self.operator.clone(), "member.removed", "member", alice.id.as_str());
+        assert_eq!(self.b().find_member(&alice.id).await.expect("find_member"), None, "B cannot find A's member");
+        assert!(matches!(self.b().remove_member(&alice.id, &event).await, Err(StoreError::NotFound)));
+        assert_eq!(self.a().find_member(&alice.id).await.expect("find_member"), Some(alice));
+
+        // A member whose event cannot be stored is not stored either.
+        let dave = member("dave", &self.org_a, Role::User, 504);
+        assert!(self.a().add_member(&dave, &self.duplicate_event()).await.is_err());
+        assert_eq!(self.a().find_member(&dave.id).await.expect("find_member"), None);
+        assert_eq!(self.store.find_member_by_email(&dave.email).await.expect("by email"), None);
+        self.assert_audit_a("member.added events, and none for refused members").await;
+    }
+
+    async fn member_a(&self, name: &str) -> MemberRecord {
+        let id = MemberId::parse(&format!("usr_{name}")).expect("a valid member id");
+        self.a().find_member(&id).await.expect("find_member").unwrap_or_else(|| panic!("{name} is in org A"))
+    }
+
+    /// Logs `member` in with session `n`, recording the event in the member's org.
+    async fn login(&mut self, n: u8, member: &MemberRecord, expires: i64) -> SessionRecord {
+        let session = session(n, member, expires);
+        let event = self.event(&actor_of(member), "member.login", "member", member.id.as_str());
+        self.store.insert_session(&session, &event).await.expect("insert_session");
+        if member.org_id == self.org_a {
+            self.audit_a.push(event);
+        } else {
+            self.audit_b.push(event);
+        }
+        session
+    }
+
+    async fn sessions(&mut self) {
+        let alice = self.member_a("alice").await;
+        let bob = self.member_a("bob").await;
+        let carol = self.b().members().await.expect("members").pop().expect("carol is in org B");
+
+        let s1 = self.login(101, &alice, 3_600).await;
+        self.assert_audit_a("insert_session writes member.login in the same transaction").await;
+        assert_eq!(
+            self.store.find_session(&s1.token_hash).await.expect("find_session"),
+            Some((s1.clone(), alice.clone())),
+            "find_session returns the session and its member"
+        );
+        assert_eq!(self.store.find_session(&s1.csrf_hash).await.expect("find_session"), None, "by token only");
+        assert_eq!(self.store.find_session(&KeyHash([250; 32])).await.expect("find_session"), None);
+        let s2 = self.login(103, &carol, 3_600).await;
+        assert_eq!(self.store.find_session(&s2.token_hash).await.expect("find_session"), Some((s2, carol.clone())));
+
+        // A session must name a member of its own org, and a stored one; nothing is written otherwise.
+        let mut foreign = session(105, &carol, 3_600);
+        foreign.org_id = self.org_a.clone();
+        let mut ghost = session(107, &carol, 3_600);
+        ghost.member_id = MemberId::parse("usr_ghost").expect("a valid member id");
+        for refused in [&foreign, &ghost] {
+            let event = self.event(&actor_of(&carol), "member.login", "member", carol.id.as_str());
+            assert!(self.store.insert_session(refused, &event).await.is_err(), "{refused:?} is refused");
+            assert_eq!(self.store.find_session(&refused.token_hash).await.expect("find_session"), None);
+        }
+        // A session whose event cannot be stored is not stored either; nor is a second one with a taken token.
+        let lost = session(109, &alice, 3_600);
+        assert!(self.store.insert_session(&lost, &self.duplicate_event()).await.is_err());
+        assert_eq!(self.store.find_session(&lost.token_hash).await.expect("find_session"), None);
+        let taken = session(101, &bob, 3_600);
+        let event = self.event(&actor_of(&bob), "member.login", "member", bob.id.as_str());
+        assert!(matches!(self.store.insert_session(&taken, &event).await, Err(StoreError::Conflict { .. })));
+        assert_eq!(self.store.find_session(&s1.token_hash).await.expect("find_session"), Some((s1, alice.clone())));
+        self.assert_audit_a("refused sessions write no event").await;
+
+        // Logout is idempotent.
+        let s3 = self.login(111, &alice, 3_600).await;
+        for _ in 0..2 {
+            self.store.delete_session(&s3.token_hash).await.expect("delete_session");
+            assert_eq!(self.store.find_session(&s3.token_hash).await.expect("find_session"), None);
+        }
+
+        // Housekeeping at at(650): a session expired before, one expiring exactly then, and one not yet.
+        let gone = self.login(113, &bob, 600).await;
+        let edge = self.login(115, &alice, 650).await;
+        let kept = self.login(117, &bob, 651).await;
+        assert_eq!(self.store.delete_expired_sessions(at(650)).await.expect("delete_expired_sessions"), 2);
+        for expired in [&gone, &edge] {
+            assert_eq!(self.store.find_session(&expired.token_hash).await.expect("find_session"), None);
+        }
+        assert_eq!(self.store.find_session(&kept.token_hash).await.expect("find_session"), Some((kept, bob)));
+        assert_eq!(self.store.delete_expired_sessions(at(650)).await.expect("again"), 0, "nothing left to expire");
+        self.assert_audit_a("housekeeping writes no event").await;
+    }
+
+    /// Removing bob (who has two sessions) ends them, alone, with the event.
+    async fn remove_member(&mut self) {
+        let bob = self.member_a("bob").await;
+        let alice = self.member_a("alice").await;
+        let bobs = [session(119, &bob, 7_200), session(121, &bob, 7_200)];
+        for session in &bobs {
+            let event = self.event(&actor_of(&bob), "member.login", "member", bob.id.as_str());
+            self.store.insert_session(session, &event).await.expect("insert_session");
+            self.audit_a.push(event);
+        }
+
+        // Not with an event that cannot be stored: bob and his sessions stay.
+        assert!(self.a().remove_member(&bob.id, &self.duplicate_event()).await.is_err());
+        assert_eq!(self.a().find_member(&bob.id).await.expect("find_member"), Some(bob.clone()));
+        assert!(self.store.find_session(&bobs[0].token_hash).await.expect("find_session").is_some());
+
+        let event = self.event(&self.alice.clone(), "member.removed", "member", bob.id.as_str());
+        let removed = self.a().remove_member(&bob.id, &event).await.expect("remove_member");
+        assert_eq!(removed, bob, "remove_member returns the member as it was");
+        self.audit_a.push(event);
+        for session in &bobs {
+            assert_eq!(self.store.find_session(&session.token_hash).await.expect("find_session"), None);
+        }
+        assert_eq!(self.a().find_member(&bob.id).await.expect("find_member"), None);
+        assert_eq!(self.store.find_member_by_email(&bob.email).await.expect("by email"), None);
+        assert_eq!(self.a().members().await.expect("members"), [alice]);
+        let s1 = &KeyHash([101; 32]);
+        assert!(self.store.find_session(s1).await.expect("find_session").is_some(), "alice's session stays");
+
+        let event = self.event(&self.alice.clone(), "member.removed", "member", bob.id.as_str());
+        assert!(matches!(self.a().remove_member(&bob.id, &event).await, Err(StoreError::NotFound)));
+        self.assert_audit_a("remove_member writes member.removed once").await;
+
+        // The email is free again.
+        let event = self.event(&self.operator.clone(), "member.added", "member", "usr_bob2");
+        let again = MemberRecord {
+            id: MemberId::parse("usr_bob2").expect("a valid id"),
+            ..member("bob", &self.org_b, Role::User, 700)
+        };
+        self.b().add_member(&again, &event).await.expect("a removed member's email can be reused");
+        self.audit_b.push(event);
+    }
+
+    /// Events with no other change (a failed login, a logout) join the chain like any other.
+    async fn record_events(&mut self) {
+        let alice = self.member_a("alice").await;
+        let failed = self.event(&actor_of(&alice), "member.login_failed", "member", alice.id.as_str());
+        self.a().record_event(&failed).await.expect("record_event");
+        self.audit_a.push(failed);
+        let logout = self.event(&actor_of(&alice), "member.logout", "member", alice.id.as_str());
+        self.a().record_event(&logout).await.expect("record_event");
+        self.audit_a.push(logout);
+        let in_b = self.event(&self.operator.clone(), "member.logout", "member", "usr_carol");
+        self.b().record_event(&in_b).await.expect("record_event in B");
+        self.audit_b.push(in_b);
+        assert!(self.a().record_event(&self.duplicate_event()).await.is_err(), "an event id is written once");
+        self.assert_audit_a("record_event appends to the org's chain").await;
     }
 
     async fn change_feed(&self) {

@@ -6,9 +6,9 @@
 use std::fmt;
 
 use async_trait::async_trait;
-use keyward_core::ids::{ChannelId, EventId, KeyId, OrgId, PhoneNumberId};
+use keyward_core::ids::{ChannelId, EventId, KeyId, MemberId, OrgId, PhoneNumberId};
 use keyward_core::key::KeyHash;
-use keyward_core::record::{Actor, KeyPatch, KeyRecord};
+use keyward_core::record::{Actor, KeyPatch, KeyRecord, Role};
 use time::OffsetDateTime;
 
 #[cfg(feature = "conformance")]
@@ -105,6 +105,56 @@ impl NewAuditEvent {
         ])
         .to_string()
     }
+}
+
+/// An org member. `email` is stored lower-cased and is unique across all orgs (login has no org).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub id: MemberId,
+    pub org_id: OrgId,
+    pub email: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub role: Role,
+    pub created_at: OffsetDateTime,
+}
+
+/// A console session. Only hashes of the cookie token and of the CSRF token are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub token_hash: KeyHash,
+    pub csrf_hash: KeyHash,
+    pub member_id: MemberId,
+    pub org_id: OrgId,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Where an org's audit chain first breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit event {event_id} (#{position} of the chain) {reason}")]
+pub struct BrokenLink {
+    pub position: usize,
+    pub event_id: String,
+    pub reason: &'static str,
+}
+
+/// Checks an org's chain, oldest first: each event must link to the previous hash and hash to
+/// what its content says. Returns how many events were checked.
+pub fn verify_chain(records: &[AuditRecord]) -> Result<usize, BrokenLink> {
+    let mut previous = keyward_core::audit::GENESIS.to_owned();
+    for (index, record) in records.iter().enumerate() {
+        let broken = |reason| BrokenLink { position: index + 1, event_id: record.event.id.to_string(), reason };
+        if record.prev_hash != previous {
+            return Err(broken("does not link to the event before it (an event was removed or reordered)"));
+        }
+        let expected = keyward_core::audit::chain_hash(&record.prev_hash, &record.event.canonical(&record.org_id));
+        if record.hash != expected {
+            return Err(broken("does not match its recorded hash (its content was edited)"));
+        }
+        previous.clone_from(&record.hash);
+    }
+    Ok(records.len())
 }
 
 /// Status filter of the key list. `expired` is derived against `now`.
@@ -236,6 +286,17 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A batch of last-used times; each only moves forward.
     async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> StoreResult<()>;
 
+    /// Login: the member with this (lower-cased) email, in any org.
+    async fn find_member_by_email(&self, email: &str) -> StoreResult<Option<MemberRecord>>;
+    /// Stores a session with its `member.login` event, in one transaction.
+    async fn insert_session(&self, session: &SessionRecord, event: &NewAuditEvent) -> StoreResult<()>;
+    /// The unexpired-or-not session with this token hash and its member (the caller checks expiry).
+    async fn find_session(&self, token_hash: &KeyHash) -> StoreResult<Option<(SessionRecord, MemberRecord)>>;
+    /// Logout (no error when already gone).
+    async fn delete_session(&self, token_hash: &KeyHash) -> StoreResult<()>;
+    /// Housekeeping: removes sessions whose `expires_at` is at or before `now`; returns how many.
+    async fn delete_expired_sessions(&self, now: OffsetDateTime) -> StoreResult<u64>;
+
     /// The newest change sequence, where a node starts following the feed.
     async fn latest_change(&self) -> StoreResult<i64>;
     /// Changes after `seq`, oldest first, and the sequence to ask from next.
@@ -267,6 +328,15 @@ pub trait OrgStore: Send + Sync {
         rolled: &NewAuditEvent,
         created: &NewAuditEvent,
     ) -> StoreResult<KeyRecord>;
+
+    /// `Conflict { constraint: "member_email" }` when the email exists in any org.
+    async fn add_member(&self, member: &MemberRecord, event: &NewAuditEvent) -> StoreResult<()>;
+    async fn members(&self) -> StoreResult<Vec<MemberRecord>>;
+    async fn find_member(&self, id: &MemberId) -> StoreResult<Option<MemberRecord>>;
+    /// Removes the member and ends all its sessions, with the event, in one transaction.
+    async fn remove_member(&self, id: &MemberId, event: &NewAuditEvent) -> StoreResult<MemberRecord>;
+    /// An event that goes with no other change (a failed login, a logout).
+    async fn record_event(&self, event: &NewAuditEvent) -> StoreResult<()>;
 
     async fn list_audit(&self, filter: &AuditFilter, page: Page) -> StoreResult<Paged<AuditRecord>>;
     /// The whole chain, oldest first, for `keyward audit verify`.

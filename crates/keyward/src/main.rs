@@ -29,6 +29,12 @@ enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
+    /// Manage organization members.
+    #[command(subcommand)]
+    Member(cmd::member::Command),
+    /// Audit log tools.
+    #[command(subcommand)]
+    Audit(cmd::audit::Command),
     /// Print the signature headers for a request (for clients and debugging).
     Sign(cmd::sign::Args),
     /// Configuration helpers.
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
             Command::Migrate => cmd::migrate::run(&cli.global).await,
             Command::Org(command) => cmd::org::run(&cli.global, command).await,
             Command::Keys(command) => cmd::keys::run(&cli.global, command).await,
+            Command::Member(command) => cmd::member::run(&cli.global, command).await,
+            Command::Audit(command) => cmd::audit::run(&cli.global, command).await,
             Command::Sign(args) => cmd::sign::run(&cli.global, &args),
             Command::Config(command) => {
                 cmd::config::run(&command);

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{present, rfc3339, ListResponse};
 use crate::app::AppState;
-use crate::auth::OrgAccess;
+use crate::auth::{Caller, OrgAccess, Permission};
 use crate::extract::{self, ApiJson, ApiQuery};
 use crate::manage::CreatedKey;
 use crate::problem::{ApiError, Problem};
@@ -159,8 +159,11 @@ pub async fn create(
     access: OrgAccess,
     ApiJson(body): ApiJson<CreateKey>,
 ) -> Result<(StatusCode, Json<CreatedKeyResponse>), ApiError> {
+    access.require(Permission::WriteKeys)?;
     let store = access.store();
-    let created = state.create_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &body.into()).await?;
+    let ceiling = access.caller.principal.scope_ceiling();
+    let created =
+        state.create_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &body.into(), ceiling).await?;
     Ok((StatusCode::CREATED, Json(CreatedKeyResponse::new(&created, state.clock.now()))))
 }
 
@@ -183,6 +186,7 @@ pub async fn list(
     access: OrgAccess,
     ApiQuery(query): ApiQuery<ListKeysQuery>,
 ) -> Result<Json<ListResponse<KeyView>>, ApiError> {
+    access.require(Permission::ReadKeys)?;
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some("active") => Some(StatusFilter::Active),
@@ -216,6 +220,7 @@ pub async fn get(
     access: OrgAccess,
     Path(params): PathParams,
 ) -> Result<Json<KeyEnvelope>, ApiError> {
+    access.require(Permission::ReadKeys)?;
     let id = key_id(&params)?;
     let key = access.store().find_key(&id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(KeyEnvelope { key: KeyView::from_record(&key, state.clock.now()) }))
@@ -261,6 +266,7 @@ pub async fn update(
     Path(params): PathParams,
     ApiJson(body): ApiJson<UpdateKey>,
 ) -> Result<Json<KeyEnvelope>, ApiError> {
+    access.require(Permission::WriteKeys)?;
     let id = key_id(&params)?;
     let input = KeyPatchInput {
         name: body.name,
@@ -273,7 +279,9 @@ pub async fn update(
         meta: body.meta,
     };
     let store = access.store();
-    let key = state.update_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &id, &input).await?;
+    let ceiling = access.caller.principal.scope_ceiling();
+    let key =
+        state.update_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &id, &input, ceiling).await?;
     Ok(Json(KeyEnvelope { key: KeyView::from_record(&key, state.clock.now()) }))
 }
 
@@ -285,9 +293,11 @@ pub async fn revoke(
     access: OrgAccess,
     Path(params): PathParams,
 ) -> Result<Json<KeyEnvelope>, ApiError> {
+    access.require(Permission::WriteKeys)?;
     let id = key_id(&params)?;
     let store = access.store();
-    let key = state.revoke_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &id).await?;
+    let ceiling = access.caller.principal.scope_ceiling();
+    let key = state.revoke_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &id, ceiling).await?;
     Ok(Json(KeyEnvelope { key: KeyView::from_record(&key, state.clock.now()) }))
 }
 
@@ -310,6 +320,7 @@ pub async fn roll(
     Path(params): PathParams,
     request: Request,
 ) -> Result<(StatusCode, Json<CreatedKeyResponse>), ApiError> {
+    access.require(Permission::WriteKeys)?;
     let id = key_id(&params)?;
     let body: RollKeyBody = optional_json(request, &state).await?;
     let grace_seconds = match body.grace_seconds {
@@ -318,8 +329,10 @@ pub async fn roll(
         Some(_) => return Err(grace_error()),
     };
     let store = access.store();
-    let created =
-        state.roll_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &id, grace_seconds).await?;
+    let ceiling = access.caller.principal.scope_ceiling();
+    let created = state
+        .roll_key(store.as_ref(), &access.caller.actor(), &access.caller.meta, &id, grace_seconds, ceiling)
+        .await?;
     Ok((StatusCode::CREATED, Json(CreatedKeyResponse::new(&created, state.clock.now()))))
 }
 
@@ -356,11 +369,16 @@ pub struct LookupKey {
     responses((status = 200, body = KeyEnvelope), (status = 404, body = Problem)))]
 pub async fn lookup(
     State(state): State<AppState>,
-    _operator: crate::auth::OperatorCaller,
+    caller: Caller,
     ApiJson(body): ApiJson<LookupKey>,
 ) -> Result<Json<KeyEnvelope>, ApiError> {
+    caller.require(Permission::ReadKeys)?;
     let parsed = state.config.key_format.parse(&body.key).ok_or(ApiError::NotFound)?;
     let hash = state.verifier.pepper().hash(parsed.expose());
     let key = state.store.find_key_by_hash(&hash).await?.ok_or(ApiError::NotFound)?;
+    // Another org's key looks exactly like no key.
+    if caller.principal.org_id().is_some_and(|own| *own != key.org_id) {
+        return Err(ApiError::NotFound);
+    }
     Ok(Json(KeyEnvelope { key: KeyView::from_record(&key, state.clock.now()) }))
 }

@@ -1,7 +1,10 @@
 //! JSON API handlers, one module per resource; DTOs sit beside their handlers.
 
+pub mod audit;
 pub mod keys;
+pub mod members;
 pub mod orgs;
+pub mod session;
 
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;

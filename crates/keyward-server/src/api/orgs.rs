@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{rfc3339, ListResponse};
 use crate::app::AppState;
-use crate::auth::{OperatorCaller, OrgAccess};
+use crate::auth::{OperatorCaller, OrgAccess, Permission};
 use crate::extract::ApiJson;
 use crate::problem::{ApiError, Problem};
 
@@ -65,6 +65,7 @@ pub async fn add_phone_number(
     access: OrgAccess,
     ApiJson(body): ApiJson<AddPhoneNumber>,
 ) -> Result<(StatusCode, Json<PhoneNumberView>), ApiError> {
+    access.require(Permission::WriteKeys)?;
     let store = access.store();
     let number =
         state.add_phone_number(store.as_ref(), &access.caller.actor(), &access.caller.meta, &body.number).await?;
@@ -82,6 +83,7 @@ pub async fn add_phone_number(
 #[utoipa::path(get, path = "/v1/orgs/{org}/phone-numbers", tag = "orgs", params(("org" = String, Path)),
     responses((status = 200, body = ListResponse<PhoneNumberView>), (status = 404, body = Problem)))]
 pub async fn list_phone_numbers(access: OrgAccess) -> Result<Json<ListResponse<PhoneNumberView>>, ApiError> {
+    access.require(Permission::ReadKeys)?;
     let numbers = access.store().phone_numbers().await?;
     let data = numbers
         .into_iter()
@@ -115,6 +117,7 @@ pub async fn add_channel(
     access: OrgAccess,
     ApiJson(body): ApiJson<AddChannel>,
 ) -> Result<(StatusCode, Json<ChannelView>), ApiError> {
+    access.require(Permission::WriteKeys)?;
     let store = access.store();
     let channel =
         state.add_channel(store.as_ref(), &access.caller.actor(), &access.caller.meta, &body.slug, &body.name).await?;
@@ -129,6 +132,7 @@ fn channel_view(c: keyward_store::ChannelRecord) -> ChannelView {
 #[utoipa::path(get, path = "/v1/orgs/{org}/channels", tag = "orgs", params(("org" = String, Path)),
     responses((status = 200, body = ListResponse<ChannelView>), (status = 404, body = Problem)))]
 pub async fn list_channels(access: OrgAccess) -> Result<Json<ListResponse<ChannelView>>, ApiError> {
+    access.require(Permission::ReadKeys)?;
     let channels = access.store().channels().await?;
     Ok(Json(ListResponse { data: channels.into_iter().map(channel_view).collect(), next_cursor: None }))
 }

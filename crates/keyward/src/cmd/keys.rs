@@ -93,7 +93,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
                 external_id: None,
                 meta: None,
             };
-            let created = keyward.create_key(store.as_ref(), &actor, &meta, &input).await.map_err(api_error)?;
+            let created = keyward.create_key(store.as_ref(), &actor, &meta, &input, None).await.map_err(api_error)?;
             serde_json::to_string_pretty(&CreatedKeyResponse::new(&created, keyward.clock.now()))?
         }
         Command::List { org, status, limit } => {
@@ -115,7 +115,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
             let key_id = KeyId::parse(&id).map_err(|_| UsageError(format!("{id:?} is not a key id (key_…)")))?;
             require_org(&keyward, &org_id).await?;
             let store = keyward.store.org(&org_id);
-            let key = keyward.revoke_key(store.as_ref(), &actor, &meta, &key_id).await.map_err(api_error)?;
+            let key = keyward.revoke_key(store.as_ref(), &actor, &meta, &key_id, None).await.map_err(api_error)?;
             serde_json::to_string_pretty(&json!({ "key": KeyView::from_record(&key, keyward.clock.now()) }))?
         }
     };

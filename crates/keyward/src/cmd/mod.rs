@@ -1,7 +1,9 @@
 //! One module per subcommand; each calls the same library crates as the server.
 
+pub mod audit;
 pub mod config;
 pub mod keys;
+pub mod member;
 pub mod migrate;
 pub mod org;
 pub mod serve;
