@@ -11,7 +11,7 @@ use crate::boot::{self, GlobalArgs, UsageError};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Add a member to an org. The password is read from KEYWARD_MEMBER_PASSWORD or standard input.
+    /// Add a member to an org. The password is read from `KEYWARD_MEMBER_PASSWORD` or standard input.
     Add {
         #[arg(long)]
         org: String,
@@ -25,14 +25,13 @@ pub enum Command {
 pub async fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
     let Command::Add { org, email, role } = command;
     let org_id = OrgId::parse(&org).map_err(|_| UsageError(format!("--org: {org:?} is not an org id (org_…)")))?;
-    let password = match std::env::var("KEYWARD_MEMBER_PASSWORD") {
-        Ok(password) => password,
-        Err(_) => {
-            eprintln!("password (one line on standard input):");
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line)?;
-            line.trim_end_matches(['\r', '\n']).to_owned()
-        }
+    let password = if let Ok(password) = std::env::var("KEYWARD_MEMBER_PASSWORD") {
+        password
+    } else {
+        eprintln!("password (one line on standard input):");
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
     };
     let keyward = boot::keyward(global, false).await?;
     if keyward.store.find_org(&org_id).await?.is_none() {
