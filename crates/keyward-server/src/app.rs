@@ -25,7 +25,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::problem::{problem_response, ApiError};
 use crate::telemetry::{self, VerifyMetrics};
 use crate::throttle::LoginThrottle;
-use crate::{openapi, verify};
+use crate::{console, openapi, verify};
 
 /// What the binary hands the server.
 #[derive(Debug)]
@@ -105,6 +105,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi::serve))
         .merge(api)
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

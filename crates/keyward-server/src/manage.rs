@@ -461,7 +461,7 @@ impl Keyward {
         let org = self.store.find_org(&member.org_id).await?.ok_or(ApiError::NotFound)?;
         let mut rng = rand::rngs::OsRng;
         let token = keyward_core::base62::random_string(&mut rng, 43);
-        let csrf_token = keyward_core::base62::random_string(&mut rng, 32);
+        let csrf_token = self.csrf_token(&token);
         let pepper = self.verifier.pepper();
         let session = SessionRecord {
             token_hash: pepper.hash(&token),
@@ -484,6 +484,13 @@ impl Keyward {
             tracing::warn!(%error, "could not remove expired sessions");
         }
         Ok(NewSession { token, csrf_token, max_age_seconds: SESSION_TTL.whole_seconds(), member, org })
+    }
+
+    /// The CSRF token of a session, derived from its cookie token so the console can put it in
+    /// its pages without the server storing it (only its hash is stored, for the check).
+    pub fn csrf_token(&self, session_token: &str) -> String {
+        let derived = self.verifier.pepper().hash(&format!("csrf\u{0}{session_token}"));
+        hex::encode(&derived.as_bytes()[..16])
     }
 
     pub async fn logout(
