@@ -2,7 +2,7 @@
 //! the CSRF token the console sends back in `X-CSRF-Token`.
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::members::MemberView;
 use super::orgs::OrgView;
 use crate::app::AppState;
-use crate::auth::{self, Caller, Principal, RequestMeta, SESSION_COOKIE};
+use crate::auth::{Caller, Principal, RequestMeta, SESSION_COOKIE};
 use crate::extract::ApiJson;
 use crate::manage::LoginError;
 use crate::problem::{ApiError, Problem};
@@ -71,12 +71,11 @@ pub fn session_cookie(token: &str, max_age_seconds: i64, secure: bool) -> Header
 /// Log out: ends the session server-side and clears the cookie.
 #[utoipa::path(delete, path = "/v1/session", tag = "session",
     responses((status = 204, description = "Done"), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn delete(State(state): State<AppState>, headers: HeaderMap, caller: Caller) -> Result<Response, ApiError> {
+pub async fn delete(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let Principal::Member { session, .. } = &caller.principal else {
         return Err(ApiError::code(keyward_core::Code::Forbidden, "Only a console session can log out"));
     };
     state.logout(&caller.principal, session, &caller.meta).await?;
-    let _ = auth::session_token(&headers);
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0, caller.meta.https));
     Ok(response)
