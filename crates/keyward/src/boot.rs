@@ -97,12 +97,25 @@ pub async fn open_store(global: &GlobalArgs) -> anyhow::Result<(Arc<dyn Store>, 
     Ok((Arc::new(store), Some(path)))
 }
 
+/// A secret from `NAME`, or from the file named by `NAME_FILE` (for Docker/Kubernetes secrets).
+fn secret_env(name: &str) -> anyhow::Result<Option<String>> {
+    if let Ok(value) = std::env::var(name) {
+        return Ok(Some(value));
+    }
+    match std::env::var(format!("{name}_FILE")) {
+        Ok(path) => std::fs::read_to_string(&path)
+            .map(|text| Some(text.trim().to_owned()))
+            .map_err(|e| UsageError(format!("{name}_FILE: cannot read {path}: {e}")).into()),
+        Err(_) => Ok(None),
+    }
+}
+
 const MASTER_KEY_CHECK: &str = "master_key_check";
 const OPERATOR_TOKEN_HASH: &str = "operator_token_hash";
 
 /// `KEYWARD_MASTER_KEY`, or the key file beside the SQLite database (generated on first start).
 pub async fn master_key(store: &dyn Store, db_path: Option<&Path>) -> anyhow::Result<MasterKey> {
-    let key = if let Ok(text) = std::env::var("KEYWARD_MASTER_KEY") {
+    let key = if let Some(text) = secret_env("KEYWARD_MASTER_KEY")? {
         MasterKey::from_base64(&text).map_err(|e| UsageError(format!("KEYWARD_MASTER_KEY: {e}")))?
     } else {
         let db_path = db_path.ok_or_else(|| UsageError("set KEYWARD_MASTER_KEY (32 bytes, base64)".to_owned()))?;
@@ -150,7 +163,7 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 /// `KEYWARD_OPERATOR_TOKEN`, or the stored hash of a token generated (and printed) on first start.
 pub async fn operator_token_hash(store: &dyn Store, key: &MasterKey, announce: bool) -> anyhow::Result<KeyHash> {
     let pepper = key.pepper();
-    if let Ok(token) = std::env::var("KEYWARD_OPERATOR_TOKEN") {
+    if let Some(token) = secret_env("KEYWARD_OPERATOR_TOKEN")? {
         if token.trim().len() < 16 {
             return Err(UsageError("KEYWARD_OPERATOR_TOKEN must be at least 16 characters".to_owned()).into());
         }
