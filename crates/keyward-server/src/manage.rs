@@ -432,7 +432,7 @@ impl Keyward {
         let now = self.clock.now();
         let email = keyward_core::password::normalize_email(email).unwrap_or_else(|| email.trim().to_lowercase());
         let ip = meta.client_ip.map(|ip| ip.to_string());
-        if let Some(retry_after_seconds) = self.login_throttle.retry_after(&email, ip.as_deref(), now) {
+        if let Err(retry_after_seconds) = self.login_throttle.begin(&email, ip.as_deref(), now) {
             return Err(LoginError::Throttled { retry_after_seconds });
         }
         let member = self.store.find_member_by_email(&email).await?;
@@ -441,7 +441,6 @@ impl Keyward {
         let member = match member {
             Some(member) if matches => member,
             other => {
-                self.login_throttle.record_failure(&email, ip.as_deref(), now);
                 if let Some(member) = other {
                     let actor = member_actor(&member);
                     let event = audit_event(
@@ -457,7 +456,7 @@ impl Keyward {
                 return Err(ApiError::code(Code::InvalidCredentials, "The email or password is not correct").into());
             }
         };
-        self.login_throttle.record_success(&email);
+        self.login_throttle.succeeded(&email, ip.as_deref(), now);
         let org = self.store.find_org(&member.org_id).await?.ok_or(ApiError::NotFound)?;
         let mut rng = rand::rngs::OsRng;
         let token = keyward_core::base62::random_string(&mut rng, 43);

@@ -180,3 +180,127 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// The password of every member the tests add.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// How a request authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// `Authorization: Bearer <operator token>`.
+    Operator,
+    /// A console session: `Cookie: keyward_session=…` and, on every request, its `X-CSRF-Token`.
+    Session { cookie: String, csrf: String },
+    /// `Authorization: Bearer <key>`.
+    Bearer(String),
+    /// `X-API-Key: <key>`.
+    ApiKey(String),
+    /// No credential at all.
+    Anonymous,
+}
+
+/// A successful login: the cookie pair to send back, the CSRF token, the raw `Set-Cookie` and body.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub cookie: String,
+    pub csrf: String,
+    pub set_cookie: String,
+    pub body: Value,
+}
+
+impl Login {
+    pub fn auth(&self) -> Auth {
+        Auth::Session { cookie: self.cookie.clone(), csrf: self.csrf.clone() }
+    }
+}
+
+impl TestApp {
+    /// Adds the credential of `auth` to a request.
+    pub fn authed(&self, request: reqwest::RequestBuilder, auth: &Auth) -> reqwest::RequestBuilder {
+        match auth {
+            Auth::Operator => request.bearer_auth(&self.operator_token),
+            Auth::Session { cookie, csrf } => request.header("cookie", cookie).header("x-csrf-token", csrf),
+            Auth::Bearer(key) => request.bearer_auth(key),
+            Auth::ApiKey(key) => request.header("x-api-key", key),
+            Auth::Anonymous => request,
+        }
+    }
+
+    /// Sends `method path` (with an optional JSON body) as `auth`.
+    pub async fn call(&self, auth: &Auth, method: reqwest::Method, path: &str, body: Option<&Value>) -> Answer {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.send(self.authed(request, auth)).await
+    }
+
+    /// Like [`TestApp::send`], also returning the response headers.
+    pub async fn send_with_headers(&self, request: reqwest::RequestBuilder) -> (Answer, reqwest::header::HeaderMap) {
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (Answer { status, content_type, body }, headers)
+    }
+
+    /// Adds a member with [`PASSWORD`] as the operator; returns its id.
+    pub async fn add_member(&self, org: &str, email: &str, role: &str) -> String {
+        let answer = self
+            .post(&format!("/v1/orgs/{org}/members"), &json!({ "email": email, "password": PASSWORD, "role": role }))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:#}", answer.body);
+        answer.body["id"].as_str().expect("member id").to_owned()
+    }
+
+    /// `POST /v1/session` as is: the answer and its headers.
+    pub async fn try_login(&self, email: &str, password: &str) -> (Answer, reqwest::header::HeaderMap) {
+        self.send_with_headers(
+            self.client.post(self.url("/v1/session")).json(&json!({ "email": email, "password": password })),
+        )
+        .await
+    }
+
+    /// Logs in with [`PASSWORD`] and asserts it worked.
+    pub async fn login(&self, email: &str) -> Login {
+        let (answer, headers) = self.try_login(email, PASSWORD).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:#}", answer.body);
+        login_from(&answer, &headers)
+    }
+
+    /// Adds a member and logs it in.
+    pub async fn member_session(&self, org: &str, email: &str, role: &str) -> (String, Login) {
+        let id = self.add_member(org, email, role).await;
+        (id, self.login(email).await)
+    }
+
+    /// Creates a key with these scopes as the operator; returns `(key id, secret)`.
+    pub async fn key_with_scopes(&self, org: &str, name: &str, scopes: &[&str]) -> (String, String) {
+        let created = self.create_key(org, &json!({ "name": name, "scopes": scopes })).await;
+        (created["key"]["id"].as_str().expect("id").to_owned(), created["secret"].as_str().expect("secret").to_owned())
+    }
+
+    /// Every audit event of an org, newest first, as the API shows them (operator, one page of 100).
+    pub async fn audit_events(&self, org: &str) -> Vec<Value> {
+        let answer = self.get(&format!("/v1/orgs/{org}/audit?limit=100")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:#}", answer.body);
+        assert_eq!(answer.body["next_cursor"], Value::Null, "more than 100 events");
+        answer.body["data"].as_array().expect("data").clone()
+    }
+
+    /// How many audit events the org's chain holds, read from the store.
+    pub async fn audit_count(&self, org: &str) -> usize {
+        let org = keyward_core::ids::OrgId::parse(org).expect("org id");
+        self.keyward.store.org(&org).audit_chain().await.expect("audit chain").len()
+    }
+}
+
+/// The cookie pair (`keyward_session=…`) and CSRF token of a successful login answer.
+pub fn login_from(answer: &Answer, headers: &reqwest::header::HeaderMap) -> Login {
+    let set_cookie = headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("set-cookie").to_owned();
+    let cookie = set_cookie.split(';').next().expect("cookie pair").trim().to_owned();
+    let csrf = answer.body["csrf_token"].as_str().expect("csrf_token").to_owned();
+    Login { cookie, csrf, set_cookie, body: answer.body.clone() }
+}
