@@ -258,11 +258,7 @@ impl Store for SqliteStore {
     async fn list_orgs(&self) -> StoreResult<Vec<OrgRecord>> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached("SELECT id, name, created_at FROM orgs ORDER BY created_at, id")?;
-            let mut rows = stmt.query([])?;
-            let mut orgs = Vec::new();
-            while let Some(row) = rows.next()? {
-                orgs.push(org_from_row(row)?);
-            }
+            let orgs = rows::collect(stmt.query([])?, org_from_row)?;
             Ok(orgs)
         })
         .await

@@ -110,16 +110,14 @@ impl OrgStore for SqliteOrgStore<'_> {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id, number, created_at FROM phone_numbers WHERE org_id = ?1 ORDER BY created_at, rowid",
                 )?;
-                let mut rows = stmt.query([org_id.as_str()])?;
-                let mut numbers = Vec::new();
-                while let Some(row) = rows.next()? {
-                    numbers.push(PhoneNumberRecord {
+                let numbers = rows::collect(stmt.query([org_id.as_str()])?, |row| {
+                    Ok(PhoneNumberRecord {
                         id: PhoneNumberId::parse(&row.get::<_, String>("id")?)
                             .map_err(|_| bad_row("phone_numbers.id"))?,
                         number: row.get("number")?,
                         created_at: rows::time("phone_numbers.created_at", row.get("created_at")?)?,
-                    });
-                }
+                    })
+                })?;
                 Ok(numbers)
             })
             .await
@@ -152,16 +150,14 @@ impl OrgStore for SqliteOrgStore<'_> {
                 let mut stmt = conn.prepare_cached(
                     "SELECT id, slug, name, created_at FROM channels WHERE org_id = ?1 ORDER BY created_at, rowid",
                 )?;
-                let mut rows = stmt.query([org_id.as_str()])?;
-                let mut channels = Vec::new();
-                while let Some(row) = rows.next()? {
-                    channels.push(ChannelRecord {
+                let channels = rows::collect(stmt.query([org_id.as_str()])?, |row| {
+                    Ok(ChannelRecord {
                         id: ChannelId::parse(&row.get::<_, String>("id")?).map_err(|_| bad_row("channels.id"))?,
                         slug: row.get("slug")?,
                         name: row.get("name")?,
                         created_at: rows::time("channels.created_at", row.get("created_at")?)?,
-                    });
-                }
+                    })
+                })?;
                 Ok(channels)
             })
             .await
@@ -207,12 +203,10 @@ impl OrgStore for SqliteOrgStore<'_> {
                     StatusFilter::Revoked => "revoked",
                     StatusFilter::Expired => "expired",
                 });
-                let mut rows =
-                    stmt.query(params![org_id.as_str(), before, filter.created_by, status, nanos(filter.now)?, fetch])?;
-                let mut keys = Vec::new();
-                while let Some(row) = rows.next()? {
-                    keys.push((row.get("seq")?, key_from_row(row)?));
-                }
+                let keys = rows::collect(
+                    stmt.query(params![org_id.as_str(), before, filter.created_by, status, nanos(filter.now)?, fetch])?,
+                    |row| Ok((row.get("seq")?, key_from_row(row)?)),
+                )?;
                 Ok(paged(keys, limit))
             })
             .await
@@ -329,11 +323,7 @@ impl OrgStore for SqliteOrgStore<'_> {
                     member_columns!(),
                     " FROM members WHERE org_id = ?1 ORDER BY created_at, rowid"
                 ))?;
-                let mut rows = stmt.query([org_id.as_str()])?;
-                let mut members = Vec::new();
-                while let Some(row) = rows.next()? {
-                    members.push(member_from_row(row)?);
-                }
+                let members = rows::collect(stmt.query([org_id.as_str()])?, member_from_row)?;
                 Ok(members)
             })
             .await
@@ -379,20 +369,19 @@ impl OrgStore for SqliteOrgStore<'_> {
                 ))?;
                 let since = filter.since.map(nanos).transpose()?;
                 let until = filter.until.map(nanos).transpose()?;
-                let mut rows = stmt.query(params![
-                    org_id.as_str(),
-                    before,
-                    filter.action,
-                    filter.target_id,
-                    filter.actor_id,
-                    since,
-                    until,
-                    fetch
-                ])?;
-                let mut events = Vec::new();
-                while let Some(row) = rows.next()? {
-                    events.push((row.get("seq")?, event_from_row(row)?));
-                }
+                let events = rows::collect(
+                    stmt.query(params![
+                        org_id.as_str(),
+                        before,
+                        filter.action,
+                        filter.target_id,
+                        filter.actor_id,
+                        since,
+                        until,
+                        fetch
+                    ])?,
+                    |row| Ok((row.get("seq")?, event_from_row(row)?)),
+                )?;
                 Ok(paged(events, limit))
             })
             .await
@@ -407,11 +396,7 @@ impl OrgStore for SqliteOrgStore<'_> {
                     event_columns!(),
                     " FROM audit_events WHERE org_id = ?1 ORDER BY seq"
                 ))?;
-                let mut rows = stmt.query([org_id.as_str()])?;
-                let mut events = Vec::new();
-                while let Some(row) = rows.next()? {
-                    events.push(event_from_row(row)?);
-                }
+                let events = rows::collect(stmt.query([org_id.as_str()])?, event_from_row)?;
                 Ok(events)
             })
             .await

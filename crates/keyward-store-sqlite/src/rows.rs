@@ -58,6 +58,18 @@ pub(crate) use session_join;
 const CHANGE_RETENTION_NANOS: i64 = 3_600 * 1_000_000_000;
 
 /// Nanoseconds fit in an i64 from 1677 to 2262.
+/// Every row of a query, each mapped by `map`.
+pub(crate) fn collect<T>(
+    mut rows: rusqlite::Rows<'_>,
+    mut map: impl FnMut(&Row<'_>) -> DbResult<T>,
+) -> DbResult<Vec<T>> {
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
 pub(crate) fn nanos(at: OffsetDateTime) -> DbResult<i64> {
     i64::try_from(at.unix_timestamp_nanos())
         .map_err(|_| Fail(keyward_store::StoreError::Other(format!("time {at} is outside 1677–2262").into())))
