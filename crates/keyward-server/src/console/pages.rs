@@ -174,6 +174,8 @@ struct ApiKeysPage {
     numbers: Vec<String>,
     channels: Vec<ChannelOption>,
     default_rate_limit: u32,
+    signature_header: String,
+    timestamp_header: String,
 }
 
 /// The descriptions of seed 000's scope table; catalogue scopes without one show no text.
@@ -263,6 +265,8 @@ async fn api_keys_page(state: &AppState, user: &ConsoleUser, cursor: Option<&str
         numbers: org.phone_numbers().await?.into_iter().map(|n| n.number).collect(),
         channels: org.channels().await?.into_iter().map(|c| ChannelOption { slug: c.slug, name: c.name }).collect(),
         default_rate_limit: state.config.default_rate_limit,
+        signature_header: state.config.signature_header.clone(),
+        timestamp_header: state.config.timestamp_header.clone(),
     })
 }
 
