@@ -128,12 +128,12 @@ impl Verifier {
         request: &VerifyRequest<'_>,
         answer: impl FnOnce(Outcome<'_, '_>) -> R,
     ) -> R {
-        let cached = match self.find(key).await {
+        let now = self.clock.now();
+        let cached = match self.find_at(key, now).await {
             Ok(Some(cached)) => cached,
             Ok(None) => return answer(Outcome::Invalid(Denial::new(Code::InvalidApiKey, UNKNOWN_KEY).into())),
             Err(_) => return answer(Outcome::Unavailable),
         };
-        let now = self.clock.now();
         let context = Context { now, signature_tolerance_seconds: self.config.signature_tolerance_seconds };
         let allowed = match policy::verify(&cached.policy, request, &context, &self.replay) {
             Ok(allowed) => allowed,
@@ -166,11 +166,15 @@ impl Verifier {
     /// The cached policy of a well-formed key, loading it on a miss; `None` for an unknown or
     /// malformed key. Also used to authenticate keys that manage their own org.
     pub async fn find(&self, key: &str) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        self.find_at(key, self.clock.now()).await
+    }
+
+    async fn find_at(&self, key: &str, now: OffsetDateTime) -> Result<Option<Arc<CachedKey>>, StoreError> {
         let Some(parsed) = self.config.format.parse(key) else {
             return Ok(None);
         };
         let hash = self.pepper.hash(parsed.expose());
-        let now_ns = unix_nanos(self.clock.now());
+        let now_ns = unix_nanos(now);
         match self.cache.get(&hash, now_ns) {
             Lookup::Found(cached) => {
                 self.counters.hits.increment(1);
