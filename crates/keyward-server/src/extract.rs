@@ -60,6 +60,10 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
 
 /// Deserializes JSON, naming the field that failed (`rate_limit`, `channels[2]`, …).
 pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
+    // Every body is an object; serde would otherwise also fill a struct from a JSON array.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::field("body", "The body must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
     deserializer.end().map_err(|e| ApiError::field("body", format!("Invalid JSON: {}", plain(&e))))?;

@@ -34,7 +34,7 @@ pub struct KeyView {
     pub ip_allowlist: Vec<String>,
     pub phone_allowlist: Vec<String>,
     /// `"all"` or a list of channel slugs.
-    #[schema(value_type = Object)]
+    #[schema(value_type = ChannelsSchema)]
     pub channels: Value,
     pub environment: &'static str,
     pub external_id: Option<String>,
@@ -75,6 +75,16 @@ impl KeyView {
             last_used_at: key.last_used_at.map(rfc3339),
         }
     }
+}
+
+/// How channels are written: `"all"`, or a list of channel slugs (documentation only).
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "describes a JSON shape for OpenAPI; never constructed")]
+pub enum ChannelsSchema {
+    /// `"all"`.
+    All(String),
+    Only(Vec<String>),
 }
 
 /// `{key: {…}}`.
@@ -122,7 +132,7 @@ pub struct CreateKey {
     #[schema(value_type = Option<Vec<String>>)]
     pub phone_allowlist: Option<Value>,
     /// `"all"` or a list of the org's channel slugs.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<ChannelsSchema>)]
     pub channels: Option<Value>,
     /// `live` or `test`.
     #[schema(value_type = Option<String>)]
@@ -237,7 +247,7 @@ pub struct UpdateKey {
     #[schema(value_type = Option<Vec<String>>)]
     pub scopes: Option<Value>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<ChannelsSchema>)]
     pub channels: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<String>>)]

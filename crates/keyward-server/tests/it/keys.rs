@@ -546,3 +546,26 @@ async fn graceful_stop_flushes_pending_last_used_times() {
     let stored = app.keyward.store.org(&org_id).find_key(&id).await.unwrap().unwrap();
     assert_eq!(stored.last_used_at, Some(START));
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused_everywhere() {
+    let app = spawn_app().await;
+    let org = app.create_org("Acme").await;
+    for path in
+        ["/v1/verify".to_owned(), format!("/v1/orgs/{org}/keys"), "/v1/keys/lookup".to_owned(), "/v1/orgs".to_owned()]
+    {
+        for body in ["[null, null]", "[]", "\"key\"", "42", "null"] {
+            let answer = app
+                .send(
+                    app.client
+                        .post(app.url(&path))
+                        .bearer_auth(&app.operator_token)
+                        .header("content-type", "application/json")
+                        .body(body),
+                )
+                .await;
+            answer.assert_problem(400, "VALIDATION_FAILED");
+            assert_eq!(answer.field_error("body").as_deref(), Some("The body must be a JSON object"), "{path} {body}");
+        }
+    }
+}
