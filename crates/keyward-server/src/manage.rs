@@ -320,7 +320,7 @@ fn settings_json(settings: &KeySettings) -> serde_json::Value {
 pub const SESSION_TTL: time::Duration = time::Duration::hours(12);
 
 /// A fresh login: the cookie token and CSRF token are shown this once; only hashes are stored.
-#[derive(Debug)]
+// No Debug: it holds secrets that must never reach a log line.
 pub struct NewSession {
     pub token: String,
     pub csrf_token: String,

@@ -24,7 +24,8 @@ use crate::problem::ApiError;
 
 /// The verification question. Unknown fields are refused: a misspelt `scope` must not turn
 /// into "no scope required".
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+// No Debug: it holds secrets that must never reach a log line.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody<'a> {
     #[serde(borrow, default)]

@@ -94,7 +94,8 @@ pub struct KeyEnvelope {
 }
 
 /// The answer of create and roll: the only place `secret` and `signing_secret` ever appear.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+// No Debug: it holds secrets that must never reach a log line.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKeyResponse {
     pub key: KeyView,
     /// The full API key. Shown once.
@@ -367,7 +368,8 @@ async fn optional_json<T: Default + serde::de::DeserializeOwned>(
     extract::parse_json(&bytes)
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+// No Debug: it holds secrets that must never reach a log line.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupKey {
     /// The full key. Sent in the body so it never lands in an access log.

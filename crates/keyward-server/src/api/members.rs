@@ -17,7 +17,8 @@ use crate::problem::{ApiError, Problem};
 
 type PathParams = Path<HashMap<String, String>>;
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+// No Debug: it holds secrets that must never reach a log line.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub email: String,

@@ -15,14 +15,16 @@ use crate::extract::ApiJson;
 use crate::manage::LoginError;
 use crate::problem::{ApiError, Problem};
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+// No Debug: it holds secrets that must never reach a log line.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     pub email: String,
     pub password: String,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+// No Debug: it holds secrets that must never reach a log line.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub member: MemberView,
     pub org: OrgView,

@@ -118,7 +118,8 @@ async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Respon
     render_login(StatusCode::OK, "", None)
 }
 
-#[derive(Debug, Deserialize)]
+// No Debug: it holds secrets that must never reach a log line.
+#[derive(Deserialize)]
 struct LoginForm {
     email: String,
     password: String,
@@ -168,7 +169,8 @@ async fn login_submit(
     }
 }
 
-#[derive(Debug, Deserialize)]
+// No Debug: it holds secrets that must never reach a log line.
+#[derive(Deserialize)]
 struct LogoutForm {
     csrf_token: String,
 }
