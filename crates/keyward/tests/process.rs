@@ -27,6 +27,8 @@ struct Server {
     child: Child,
     base_url: String,
     stderr: Vec<String>,
+    /// Everything written to stderr after start-up.
+    later_stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -50,8 +52,14 @@ impl Server {
             }
         };
         // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, base_url, stderr }
+        let later_stderr = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = later_stderr.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self { child, base_url, stderr, later_stderr }
     }
 
     fn pid(&self) -> String {
@@ -325,4 +333,50 @@ fn published_vector() -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"kwsig_test_vector_secret").unwrap();
     mac.update(format!("1764000000\nPOST\n/v1/messages?x=1\n{body_hash}").as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+#[test]
+fn secrets_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), Some(OPERATOR_TOKEN));
+    let org = post(&server, "/v1/orgs", &json!({ "name": "Acme" }))["id"].as_str().unwrap().to_owned();
+    let created = post(&server, &format!("/v1/orgs/{org}/keys"), &json!({ "name": "k", "hmac_required": true }));
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let signing_secret = created["signing_secret"].as_str().unwrap().to_owned();
+    post(&server, "/v1/verify", &json!({ "key": secret }));
+    post(&server, "/v1/keys/lookup", &json!({ "key": secret }));
+    let password = "a-long-enough-password-4711";
+    post(
+        &server,
+        &format!("/v1/orgs/{org}/members"),
+        &json!({ "email": "ann@acme.test", "password": password, "role": "admin" }),
+    );
+    let login = client()
+        .post(format!("{}/v1/session", server.base_url))
+        .json(&json!({ "email": "ann@acme.test", "password": password }))
+        .send()
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let session_token = cookie.split(';').next().unwrap().trim_start_matches("keyward_session=").to_owned();
+    let csrf: Value = login.json().unwrap();
+    let csrf = csrf["csrf_token"].as_str().unwrap().to_owned();
+    // A failing request too: its 5xx cause, if any, is logged.
+    client()
+        .post(format!("{}/v1/session", server.base_url))
+        .json(&json!({ "email": "ann@acme.test", "password": "wrong-password-123" }))
+        .send()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server.later_stderr.lock().unwrap().join("\n") + &server.stderr.join("\n");
+    assert!(log.contains("request"), "the access log was captured: {log}");
+    for (what, value) in [
+        ("operator token", OPERATOR_TOKEN),
+        ("key", secret.as_str()),
+        ("signing secret", signing_secret.as_str()),
+        ("password", password),
+        ("session token", session_token.as_str()),
+        ("csrf token", csrf.as_str()),
+    ] {
+        assert!(!log.contains(value), "the {what} reached the log");
+    }
 }
