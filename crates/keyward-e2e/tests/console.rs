@@ -839,6 +839,49 @@ async fn a_wrong_password_is_explained_on_the_login_page() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_registers_a_number_and_a_channel_on_the_numbers_page() {
+    let server = Server::start().await;
+    with_browser("numbers", move |browser| async move {
+        let c = &browser.client;
+        log_in(c, &server, OWNER, PASSWORD).await;
+        find(c, "#open-create").await;
+        c.goto(&server.url("/settings/numbers")).await.expect("open the numbers page");
+
+        fill(c, "#number", "not a number").await;
+        click(c, "#add-number button[type=submit]").await;
+        let error = text(c, "#add-number [data-error-for=number]").await;
+        assert!(error.starts_with("Not a valid phone number"), "{error}");
+        shot(c, "60-numbers-invalid").await;
+
+        fill(c, "#number", "+44 20 7946 0958").await;
+        click(c, "#add-number button[type=submit]").await;
+        // The page reloads with the number in E.164.
+        let deadline = std::time::Instant::now() + WAIT;
+        while !c.source().await.expect("page source").contains("+442079460958") {
+            assert!(std::time::Instant::now() < deadline, "the new number never appeared");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        fill(c, "#channel-name", "Transactional").await;
+        fill(c, "#channel-slug", "transactional").await;
+        click(c, "#add-channel button[type=submit]").await;
+        let deadline = std::time::Instant::now() + WAIT;
+        while !c.source().await.expect("page source").contains("<code class=\"muted\">transactional</code>") {
+            assert!(std::time::Instant::now() < deadline, "the new channel never appeared");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shot(c, "61-numbers-added").await;
+
+        // Both are offered in the create dialog from now on.
+        c.goto(&server.url("/settings/api-keys")).await.expect("open the key list");
+        click(c, "#open-create").await;
+        find(c, "input[name=phone_allowlist][value='+442079460958']").await;
+        find(c, "input[name=channels][value=transactional]").await;
+    })
+    .await;
+}
+
 // ---- 6. Security headers ---------------------------------------------------------------------
 
 /// Whether the HTML has an attribute like ` onclick=`.
