@@ -1,7 +1,7 @@
 //! keyward-store: the storage contract — one [`Store`] trait with intent-named methods, the
 //! org-bound [`OrgStore`] view every tenant query goes through, and [`StoreError`].
 //! It holds no SQL: each backend crate (`keyward-store-sqlite`, …) implements the traits and
-//! proves itself against [`conformance::run`]. Start at [`Store::org`].
+//! proves itself against `conformance::run` (feature `conformance`). Start at [`Store::org`].
 
 use std::fmt;
 
