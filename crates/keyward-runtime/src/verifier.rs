@@ -108,16 +108,8 @@ impl Verifier {
         }
     }
 
-    pub fn format(&self) -> &KeyFormat {
-        &self.config.format
-    }
-
     pub fn pepper(&self) -> &Pepper {
         &self.pepper
-    }
-
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
     }
 
     /// Checks `key` and the request against every rule, in the SPEC's order, and hands the

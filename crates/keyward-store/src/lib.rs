@@ -219,11 +219,6 @@ pub struct Paged<T> {
     pub next: Option<Cursor>,
 }
 
-impl<T> Paged<T> {
-    pub fn map<U>(self, f: impl FnMut(T) -> U) -> Paged<U> {
-        Paged { items: self.items.into_iter().map(f).collect(), next: self.next }
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
