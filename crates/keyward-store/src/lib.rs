@@ -219,7 +219,6 @@ pub struct Paged<T> {
     pub next: Option<Cursor>,
 }
 
-
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub action: Option<String>,
