@@ -850,7 +850,8 @@ async fn an_owner_registers_a_number_and_a_channel_on_the_numbers_page() {
 
         fill(c, "#number", "not a number").await;
         click(c, "#add-number button[type=submit]").await;
-        let error = text(c, "#add-number [data-error-for=number]").await;
+        // The answer arrives asynchronously: wait for the message itself.
+        let error = text(c, "#add-number [data-error-for=number]:not(:empty)").await;
         assert!(error.starts_with("Not a valid phone number"), "{error}");
         shot(c, "60-numbers-invalid").await;
 
