@@ -26,6 +26,33 @@ impl<'s> SqliteOrgStore<'s> {
     pub(crate) fn new(store: &'s SqliteStore, org_id: OrgId) -> Self {
         Self { store, org_id }
     }
+
+    /// Every row of `sql` (whose `?1` is this org's id), mapped by `map`.
+    async fn all<T: Send + 'static>(
+        &self,
+        sql: &'static str,
+        map: fn(&rusqlite::Row<'_>) -> DbResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let org_id = self.org_id.clone();
+        self.store.read(move |conn| rows::collect(conn.prepare_cached(sql)?.query([org_id.as_str()])?, map)).await
+    }
+}
+
+fn phone_number_from_row(row: &rusqlite::Row<'_>) -> DbResult<PhoneNumberRecord> {
+    Ok(PhoneNumberRecord {
+        id: PhoneNumberId::parse(&row.get::<_, String>("id")?).map_err(|_| bad_row("phone_numbers.id"))?,
+        number: row.get("number")?,
+        created_at: rows::time("phone_numbers.created_at", row.get("created_at")?)?,
+    })
+}
+
+fn channel_from_row(row: &rusqlite::Row<'_>) -> DbResult<ChannelRecord> {
+    Ok(ChannelRecord {
+        id: ChannelId::parse(&row.get::<_, String>("id")?).map_err(|_| bad_row("channels.id"))?,
+        slug: row.get("slug")?,
+        name: row.get("name")?,
+        created_at: rows::time("channels.created_at", row.get("created_at")?)?,
+    })
 }
 
 /// The key `id` of `org_id`, for a change: `NotFound` if it is not there, `KeyInactive` if revoked.
@@ -104,23 +131,11 @@ impl OrgStore for SqliteOrgStore<'_> {
     }
 
     async fn phone_numbers(&self) -> StoreResult<Vec<PhoneNumberRecord>> {
-        let org_id = self.org_id.clone();
-        self.store
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, number, created_at FROM phone_numbers WHERE org_id = ?1 ORDER BY created_at, rowid",
-                )?;
-                let numbers = rows::collect(stmt.query([org_id.as_str()])?, |row| {
-                    Ok(PhoneNumberRecord {
-                        id: PhoneNumberId::parse(&row.get::<_, String>("id")?)
-                            .map_err(|_| bad_row("phone_numbers.id"))?,
-                        number: row.get("number")?,
-                        created_at: rows::time("phone_numbers.created_at", row.get("created_at")?)?,
-                    })
-                })?;
-                Ok(numbers)
-            })
-            .await
+        self.all(
+            "SELECT id, number, created_at FROM phone_numbers WHERE org_id = ?1 ORDER BY created_at, rowid",
+            phone_number_from_row,
+        )
+        .await
     }
 
     async fn add_channel(&self, channel: &ChannelRecord, event: &NewAuditEvent) -> StoreResult<()> {
@@ -144,23 +159,11 @@ impl OrgStore for SqliteOrgStore<'_> {
     }
 
     async fn channels(&self) -> StoreResult<Vec<ChannelRecord>> {
-        let org_id = self.org_id.clone();
-        self.store
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT id, slug, name, created_at FROM channels WHERE org_id = ?1 ORDER BY created_at, rowid",
-                )?;
-                let channels = rows::collect(stmt.query([org_id.as_str()])?, |row| {
-                    Ok(ChannelRecord {
-                        id: ChannelId::parse(&row.get::<_, String>("id")?).map_err(|_| bad_row("channels.id"))?,
-                        slug: row.get("slug")?,
-                        name: row.get("name")?,
-                        created_at: rows::time("channels.created_at", row.get("created_at")?)?,
-                    })
-                })?;
-                Ok(channels)
-            })
-            .await
+        self.all(
+            "SELECT id, slug, name, created_at FROM channels WHERE org_id = ?1 ORDER BY created_at, rowid",
+            channel_from_row,
+        )
+        .await
     }
 
     async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> StoreResult<()> {
@@ -315,18 +318,11 @@ impl OrgStore for SqliteOrgStore<'_> {
     }
 
     async fn members(&self) -> StoreResult<Vec<MemberRecord>> {
-        let org_id = self.org_id.clone();
-        self.store
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(concat!(
-                    "SELECT ",
-                    member_columns!(),
-                    " FROM members WHERE org_id = ?1 ORDER BY created_at, rowid"
-                ))?;
-                let members = rows::collect(stmt.query([org_id.as_str()])?, member_from_row)?;
-                Ok(members)
-            })
-            .await
+        self.all(
+            concat!("SELECT ", member_columns!(), " FROM members WHERE org_id = ?1 ORDER BY created_at, rowid"),
+            member_from_row,
+        )
+        .await
     }
 
     async fn find_member(&self, id: &MemberId) -> StoreResult<Option<MemberRecord>> {
@@ -388,17 +384,10 @@ impl OrgStore for SqliteOrgStore<'_> {
     }
 
     async fn audit_chain(&self) -> StoreResult<Vec<AuditRecord>> {
-        let org_id = self.org_id.clone();
-        self.store
-            .read(move |conn| {
-                let mut stmt = conn.prepare_cached(concat!(
-                    "SELECT ",
-                    event_columns!(),
-                    " FROM audit_events WHERE org_id = ?1 ORDER BY seq"
-                ))?;
-                let events = rows::collect(stmt.query([org_id.as_str()])?, event_from_row)?;
-                Ok(events)
-            })
-            .await
+        self.all(
+            concat!("SELECT ", event_columns!(), " FROM audit_events WHERE org_id = ?1 ORDER BY seq"),
+            event_from_row,
+        )
+        .await
     }
 }
