@@ -25,6 +25,18 @@ impl FieldError {
 }
 
 pub const ALL_SCOPES: &str = "*";
+/// The built-in scope catalogue of SPEC §2, used when the config file sets none.
+pub const DEFAULT_SCOPES: [&str; 9] = [
+    "messages:send",
+    "templates:read",
+    "templates:write",
+    "contacts:read",
+    "contacts:write",
+    "blacklist:read",
+    "blacklist:write",
+    "library_assets:read",
+    "library_assets:write",
+];
 pub const RESERVED_SCOPES: [&str; 3] = ["keys:read", "keys:write", ALL_SCOPES];
 pub const RATE_LIMIT_MESSAGE: &str = "Rate limit must be an integer between 1 and 1000";
 pub const EXPIRY_MESSAGE: &str = "Expiry must be in the future";

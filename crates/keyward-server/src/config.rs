@@ -7,19 +7,6 @@ use keyward_core::key::{KeyFormat, KeyPrefix};
 use keyward_core::validate::Catalogue;
 use serde::Deserialize;
 
-/// The built-in scope catalogue of SPEC §2.
-pub const DEFAULT_SCOPES: [&str; 9] = [
-    "messages:send",
-    "templates:read",
-    "templates:write",
-    "contacts:read",
-    "contacts:write",
-    "blacklist:read",
-    "blacklist:write",
-    "library_assets:read",
-    "library_assets:write",
-];
-
 /// The file as written. Unknown fields are errors: a typo must not silently fall back to a default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,7 +76,9 @@ impl Config {
         if !(1..=256).contains(&max_name_length) {
             return Err("max_name_length must be between 1 and 256".to_owned());
         }
-        let scopes = raw.scopes.unwrap_or_else(|| DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect());
+        let scopes = raw
+            .scopes
+            .unwrap_or_else(|| keyward_core::validate::DEFAULT_SCOPES.iter().map(|s| (*s).to_owned()).collect());
         let defaults = raw.default_scopes.unwrap_or_else(|| vec!["messages:send".to_owned()]);
         let catalogue = Catalogue::new(&scopes, &defaults)?;
         let signature_header = header_name("signature_header", raw.signature_header, "X-Keyward-Signature")?;

@@ -11,19 +11,7 @@ use crate::record::{channels_json, ip_json, time_json};
 const NOW: OffsetDateTime = datetime!(2025-06-01 12:00 UTC);
 
 fn catalogue() -> Catalogue {
-    let configured: Vec<String> = [
-        "messages:send",
-        "templates:read",
-        "templates:write",
-        "contacts:read",
-        "contacts:write",
-        "blacklist:read",
-        "blacklist:write",
-        "library_assets:read",
-        "library_assets:write",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let configured: Vec<String> = DEFAULT_SCOPES.map(str::to_owned).to_vec();
     Catalogue::new(&configured, &["messages:send".to_owned()]).unwrap()
 }
 
