@@ -248,6 +248,12 @@ pub fn display_net(net: &IpNet) -> String {
     }
 }
 
+/// Times are kept at microsecond precision on every backend (PostgreSQL's `timestamptz` holds
+/// microseconds): what is stored is what is read back.
+pub fn to_micros(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000).unwrap_or(at)
+}
+
 pub fn time_json(at: Option<OffsetDateTime>) -> serde_json::Value {
     at.and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
         .map_or(serde_json::Value::Null, serde_json::Value::String)

@@ -293,6 +293,7 @@ pub fn expires_at(value: &Value, now: OffsetDateTime) -> Result<Option<OffsetDat
         Value::Null => Ok(None),
         Value::String(text) => {
             let at = OffsetDateTime::parse(text, &Rfc3339)
+                .map(crate::record::to_micros)
                 .map_err(|_| "Expiry must be an RFC 3339 timestamp, such as 2030-01-31T12:00:00Z".to_owned())?;
             if at <= now {
                 Err(EXPIRY_MESSAGE.to_owned())

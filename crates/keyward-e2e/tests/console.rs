@@ -83,6 +83,8 @@ impl Server {
             store: Arc::new(store),
             master_key,
             clock: Arc::new(SystemClock),
+            shared: None,
+            node_id: "test".to_owned(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));

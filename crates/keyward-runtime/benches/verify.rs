@@ -13,7 +13,7 @@ use keyward_core::key::{Environment, KeyFormat};
 use keyward_core::policy::VerifyRequest;
 use keyward_core::record::{Actor, Channels, KeyRecord, KeySettings};
 use keyward_core::signing::{self, SignedRequest};
-use keyward_runtime::{ManualClock, Outcome, Verifier, VerifierConfig};
+use keyward_runtime::{ManualClock, Outcome, SharedState, Verifier, VerifierConfig};
 use keyward_store::{NewAuditEvent, OrgRecord, Store};
 use keyward_store_sqlite::SqliteStore;
 use rand::SeedableRng;
@@ -92,11 +92,13 @@ async fn fixture() -> Fixture {
             signature_tolerance_seconds: 300,
             negative_ttl: Duration::from_secs(10),
             max_negative_entries: 1000,
+            max_staleness: Duration::from_secs(2),
         },
         master.pepper(),
         master.secret_box(),
         Arc::new(store),
         clock.clone(),
+        SharedState::local(now.unix_timestamp(), 300),
     );
     let signed_key = keys.pop().unwrap();
     let plain_key = keys.pop().unwrap();

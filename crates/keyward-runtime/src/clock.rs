@@ -15,7 +15,7 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods, reason = "the clock module is where the wall clock is read")]
     fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
+        keyward_core::record::to_micros(OffsetDateTime::now_utc())
     }
 }
 

@@ -5,9 +5,10 @@
 
 mod cache;
 pub mod clock;
-mod replay;
+pub mod redis;
+pub mod shared;
 mod verifier;
 
 pub use cache::CachedKey;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use verifier::{Background, Outcome, RateInfo, Verifier, VerifierConfig, VerifyFailure};
+pub use verifier::{Background, FeedStatus, Outcome, RateInfo, SharedState, Verifier, VerifierConfig, VerifyFailure};

@@ -1,23 +1,23 @@
-//! [`Verifier`]: checksum → cache (or one store read on a miss) → `policy::verify` → replay →
-//! rate limit → mark used. A cache hit touches no database and allocates nothing.
+//! [`Verifier`]: checksum → cache (or one store read on a miss) → key checks → reserve the
+//! signature → request checks → rate limit → mark used. A cache hit touches no database and
+//! allocates nothing; the cache is trusted only while the change feed is confirmed.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::crypto::SecretBox;
 use keyward_core::key::{KeyFormat, KeyHash, Pepper};
 use keyward_core::policy::{self, Context, Denial, EffectiveChannels, KeyPolicy, VerifyRequest};
-use keyward_core::ratelimit::{self, Quota};
+use keyward_core::ratelimit::Quota;
 use keyward_core::record::KeyRecord;
-use keyward_core::signing::SignatureFault;
 use keyward_core::Code;
-use keyward_store::{Change, Store, StoreError};
+use keyward_store::{Change, ChangeSignals, Store, StoreError};
 use time::OffsetDateTime;
 
 use crate::cache::{CachedKey, KeyCache, Lookup};
 use crate::clock::{unix_nanos, Clock};
-use crate::replay::ReplayStore;
+use crate::shared::{LocalRateLimiter, LocalReplayStore, RateLimiter, ReplayStore, SharedHealth};
 
 #[derive(Debug, Clone)]
 pub struct VerifierConfig {
@@ -27,6 +27,27 @@ pub struct VerifierConfig {
     /// How long an unknown key is remembered as unknown.
     pub negative_ttl: Duration,
     pub max_negative_entries: u64,
+    /// Once the change feed has not been confirmed for this long, cached keys are not trusted:
+    /// each verification reads the store (and fails closed when it cannot).
+    pub max_staleness: Duration,
+}
+
+/// The state several nodes share, chosen once at boot.
+#[derive(Debug, Clone)]
+pub struct SharedState {
+    pub limiter: Arc<dyn RateLimiter>,
+    pub replay: Arc<dyn ReplayStore>,
+}
+
+impl SharedState {
+    /// A node on its own: in-process limits, and a replay store that refuses signatures
+    /// timestamped before `started_at_unix`.
+    pub fn local(started_at_unix: i64, signature_tolerance_seconds: i64) -> Self {
+        Self {
+            limiter: Arc::new(LocalRateLimiter::new()),
+            replay: Arc::new(LocalReplayStore::new(started_at_unix, signature_tolerance_seconds)),
+        }
+    }
 }
 
 /// The rate-limit figures of an accepted request.
@@ -60,7 +81,8 @@ pub enum Outcome<'p, 'a> {
         rate: RateInfo,
     },
     Invalid(VerifyFailure),
-    /// The store could not be reached on a cache miss.
+    /// The store could not be reached on a cache miss (or to confirm a key while the change feed
+    /// is stale), or the shared replay store could not check a signature.
     Unavailable,
 }
 
@@ -72,14 +94,40 @@ pub struct Verifier {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cache: KeyCache,
-    replay: ReplayStore,
+    shared: SharedState,
+    feed: FeedState,
     counters: Counters,
+}
+
+/// How current this node's view of the change feed is.
+#[derive(Debug, Default)]
+struct FeedState {
+    /// Whether a follower runs; without one (tests, one-shot CLI commands) nothing else can
+    /// change the store behind the cache's back, and staleness does not apply.
+    followed: AtomicBool,
+    /// When the feed was last read successfully, Unix nanoseconds.
+    confirmed_ns: AtomicU64,
+    /// Whether wake-ups (`LISTEN`) are connected.
+    listening: AtomicBool,
 }
 
 #[derive(Debug)]
 struct Counters {
     hits: metrics::Counter,
     misses: metrics::Counter,
+    stale_reads: metrics::Counter,
+    invalidations: metrics::Counter,
+    feed_lag: metrics::Gauge,
+}
+
+/// What `/readyz` reports about the verifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedStatus {
+    /// Milliseconds since the change feed was last confirmed; `None` when no follower runs.
+    pub lag_ms: Option<u64>,
+    /// Whether cached keys are trusted right now.
+    pub fresh: bool,
+    pub listening: bool,
 }
 
 const UNKNOWN_KEY: &str = "The API key is missing, malformed or unknown";
@@ -91,14 +139,18 @@ impl Verifier {
         secret_box: SecretBox,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
+        shared: SharedState,
     ) -> Self {
-        let started = clock.now().unix_timestamp();
         Self {
-            replay: ReplayStore::new(started, config.signature_tolerance_seconds),
+            shared,
+            feed: FeedState::default(),
             cache: KeyCache::new(config.max_negative_entries),
             counters: Counters {
                 hits: metrics::counter!("keyward_key_cache_hits_total"),
                 misses: metrics::counter!("keyward_key_cache_misses_total"),
+                stale_reads: metrics::counter!("keyward_key_cache_stale_reads_total"),
+                invalidations: metrics::counter!("keyward_invalidations_received_total"),
+                feed_lag: metrics::gauge!("keyward_feed_lag_seconds"),
             },
             config,
             pepper,
@@ -127,32 +179,48 @@ impl Verifier {
             Err(_) => return answer(Outcome::Unavailable),
         };
         let context = Context { now, signature_tolerance_seconds: self.config.signature_tolerance_seconds };
-        let allowed = match policy::verify(&cached.policy, request, &context, &self.replay) {
-            Ok(allowed) => allowed,
+        let policy = &cached.policy;
+        let signature = match policy::check_key(policy, request, &context) {
+            Ok(signature) => signature,
             Err(denial) => return answer(Outcome::Invalid(denial.into())),
         };
-        // Consume the signature before the rate limit, atomically, so two concurrent copies
-        // cannot both pass; give it back if the limit refuses, so the caller may re-send it.
-        if let Some((signature, timestamp)) = &allowed.signature {
-            if !self.replay.consume(signature, *timestamp) {
-                let denial = Denial::new(Code::InvalidSignature, SignatureFault::Replayed.message());
-                return answer(Outcome::Invalid(denial.into()));
+        // Consume the signature in its place in the order, atomically (two concurrent copies
+        // cannot both pass, on any node), and give it back if a later check refuses, so the
+        // caller may re-send it.
+        if let Some((bytes, timestamp)) = &signature {
+            match self.shared.replay.reserve(bytes, *timestamp).await {
+                Ok(true) => {}
+                Ok(false) => return answer(Outcome::Invalid(policy::replayed().into())),
+                Err(_) => return answer(Outcome::Unavailable),
             }
         }
-        let now_ns = unix_nanos(now);
-        let rate = match take_token(&cached, now_ns) {
-            Ok(rate) => rate,
-            Err(failure) => {
-                if let Some((signature, _)) = &allowed.signature {
-                    self.replay.release(signature);
-                }
-                return answer(Outcome::Invalid(failure));
+        let channels = match policy::check_request(policy, request) {
+            Ok(channels) => channels,
+            Err(denial) => {
+                self.release(signature.as_ref()).await;
+                return answer(Outcome::Invalid(denial.into()));
             }
         };
+        let now_ns = unix_nanos(now);
         let cells = &cached.cells;
+        let budget = self.shared.limiter.take(&policy.key_id, &cells.tat_ns, policy.quota, now_ns).await;
+        if !budget.allowed {
+            self.release(signature.as_ref()).await;
+            return answer(Outcome::Invalid(VerifyFailure {
+                denial: Denial::new(Code::RateLimited, "This API key is over its rate limit"),
+                retry_after_ms: Some(budget.retry_after_ms),
+            }));
+        }
+        let rate = RateInfo { limit: budget.limit, remaining: budget.remaining, reset_ms: budget.reset_ms };
         cells.last_used_ns.fetch_max(i64::try_from(now_ns).unwrap_or(i64::MAX), Ordering::AcqRel);
         cells.last_used_dirty.store(true, Ordering::Release);
-        answer(Outcome::Valid { policy: &cached.policy, channels: allowed.channels, rate })
+        answer(Outcome::Valid { policy, channels, rate })
+    }
+
+    async fn release(&self, signature: Option<&(keyward_core::signing::SignatureBytes, i64)>) {
+        if let Some((bytes, _)) = signature {
+            self.shared.replay.release(bytes).await;
+        }
     }
 
     /// The cached policy of a well-formed key, loading it on a miss; `None` for an unknown or
@@ -167,6 +235,11 @@ impl Verifier {
         };
         let hash = self.pepper.hash(parsed.expose());
         let now_ns = unix_nanos(now);
+        if !self.feed_is_fresh(now_ns) {
+            // Another node may have revoked this key and this node would not know: confirm it.
+            self.counters.stale_reads.increment(1);
+            return self.load(hash, now_ns).await;
+        }
         match self.cache.get(&hash, now_ns) {
             Lookup::Found(cached) => {
                 self.counters.hits.increment(1);
@@ -276,37 +349,108 @@ impl Verifier {
         Ok(uses.len())
     }
 
-    /// Starts the background work: following the store's change feed (other nodes, the CLI) every
-    /// 100 ms, flushing last-used times every second, and sweeping expired entries.
+    fn feed_is_fresh(&self, now_ns: u64) -> bool {
+        if !self.feed.followed.load(Ordering::Acquire) {
+            return true;
+        }
+        let confirmed = self.feed.confirmed_ns.load(Ordering::Acquire);
+        now_ns.saturating_sub(confirmed) <= u64::try_from(self.config.max_staleness.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The change feed's state, for `/readyz`.
+    pub fn feed_status(&self) -> FeedStatus {
+        let now_ns = unix_nanos(self.clock.now());
+        let followed = self.feed.followed.load(Ordering::Acquire);
+        let lag_ms =
+            followed.then(|| now_ns.saturating_sub(self.feed.confirmed_ns.load(Ordering::Acquire)) / 1_000_000);
+        FeedStatus { lag_ms, fresh: self.feed_is_fresh(now_ns), listening: self.feed.listening.load(Ordering::Acquire) }
+    }
+
+    /// Whether rate limits and replays are shared, local, or fallen back to local.
+    pub fn shared_health(&self) -> SharedHealth {
+        match (self.shared.limiter.health(), self.shared.replay.health()) {
+            (SharedHealth::Fallback, _) | (_, SharedHealth::Fallback) => SharedHealth::Fallback,
+            (SharedHealth::Shared, _) | (_, SharedHealth::Shared) => SharedHealth::Shared,
+            _ => SharedHealth::Local,
+        }
+    }
+
+    /// Starts the background work, as two tasks so that neither waits behind the other: one
+    /// follows the store's change feed (woken by the store's signals, and polling every 100 ms
+    /// anyway), the other flushes last-used times every second and sweeps expired entries.
     pub async fn start_background(self: &Arc<Self>) -> Result<Background, StoreError> {
-        let mut seq = self.store.latest_change().await?;
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
-        let verifier = Arc::clone(self);
-        let task = tokio::spawn(async move {
-            let mut follow = tokio::time::interval(Duration::from_millis(100));
-            let mut flush = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = follow.tick() => seq = verifier.follow_changes(seq).await,
-                    _ = flush.tick() => {
-                        if let Err(error) = verifier.flush_last_used().await {
-                            tracing::warn!(%error, "last-used flush failed; will retry");
-                        }
-                        let now = verifier.clock.now();
-                        verifier.cache.sweep(unix_nanos(now));
-                        verifier.replay.sweep(now.unix_timestamp());
+        let seq = self.store.latest_change().await?;
+        self.feed.confirmed_ns.store(unix_nanos(self.clock.now()), Ordering::Release);
+        self.feed.followed.store(true, Ordering::Release);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let follower = tokio::spawn(Arc::clone(self).follow(seq, stopped.clone()));
+        let flusher = tokio::spawn(Arc::clone(self).flush_loop(stopped));
+        Ok(Background { stop, tasks: vec![follower, flusher] })
+    }
+
+    async fn follow(self: Arc<Self>, mut seq: i64, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut poll = tokio::time::interval(FEED_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut signals: Option<ChangeSignals> = None;
+        let mut next_listen = tokio::time::Instant::now();
+        loop {
+            if signals.is_none() && tokio::time::Instant::now() >= next_listen {
+                signals = self.listen().await;
+                next_listen = tokio::time::Instant::now() + LISTEN_RETRY;
+            }
+            tokio::select! {
+                _ = poll.tick() => {}
+                signal = recv(&mut signals) => {
+                    if signal.is_none() {
+                        // The listening connection dropped: re-read the feed from where it was
+                        // now, and listen again on the next round.
+                        tracing::warn!("change notifications lost; reconnecting and re-reading the change feed");
+                        signals = None;
+                        self.feed.listening.store(false, Ordering::Release);
                     }
-                    _ = stopped.changed() => break,
                 }
+                _ = stopped.changed() => break,
             }
-            if let Err(error) = verifier.flush_last_used().await {
-                tracing::error!(%error, "final last-used flush failed");
+            seq = self.follow_changes(seq).await;
+        }
+    }
+
+    async fn listen(&self) -> Option<ChangeSignals> {
+        match self.store.listen_changes().await {
+            Ok(Some(signals)) => {
+                self.feed.listening.store(true, Ordering::Release);
+                Some(signals)
             }
-        });
-        Ok(Background { stop, task })
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!(%error, "cannot listen for change notifications yet; polling");
+                None
+            }
+        }
+    }
+
+    async fn flush_loop(self: Arc<Self>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut flush = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = flush.tick() => {
+                    if let Err(error) = self.flush_last_used().await {
+                        tracing::warn!(%error, "last-used flush failed; will retry");
+                    }
+                    let now = self.clock.now();
+                    self.cache.sweep(unix_nanos(now));
+                    self.shared.replay.sweep(now.unix_timestamp());
+                }
+                _ = stopped.changed() => break,
+            }
+        }
+        if let Err(error) = self.flush_last_used().await {
+            tracing::error!(%error, "final last-used flush failed");
+        }
     }
 
     async fn follow_changes(&self, seq: i64) -> i64 {
+        let started_ns = unix_nanos(self.clock.now());
         match self.store.changes_since(seq).await {
             Ok((changes, next)) => {
                 for change in &changes {
@@ -315,46 +459,48 @@ impl Verifier {
                         Change::Org(org) => self.cache.invalidate_org(org),
                     }
                 }
+                self.counters.invalidations.increment(changes.len() as u64);
+                // Confirmed as of when the read started: anything committed before then is seen.
+                self.feed.confirmed_ns.fetch_max(started_ns, Ordering::AcqRel);
+                self.counters.feed_lag.set(0.0);
                 next
             }
             Err(error) => {
-                tracing::warn!(%error, "could not read the change feed; cached keys may be stale until it recovers");
+                let lag = started_ns.saturating_sub(self.feed.confirmed_ns.load(Ordering::Acquire));
+                #[allow(clippy::cast_precision_loss, reason = "a lag in seconds as a gauge")]
+                self.counters.feed_lag.set(lag as f64 / 1e9);
+                tracing::warn!(%error, "could not read the change feed; cached keys stop being trusted past the staleness bound");
                 seq
             }
         }
     }
 }
 
-/// One GCRA step on the key's shared cell (lock-free compare-and-swap).
-fn take_token(cached: &CachedKey, now_ns: u64) -> Result<RateInfo, VerifyFailure> {
-    let quota = cached.policy.quota;
-    let cell = &cached.cells.tat_ns;
-    let mut tat = cell.load(Ordering::Acquire);
-    loop {
-        let step = ratelimit::check(quota, tat, now_ns);
-        if !step.allowed {
-            return Err(VerifyFailure {
-                denial: Denial::new(Code::RateLimited, "This API key is over its rate limit"),
-                retry_after_ms: Some(step.retry_after_ms),
-            });
-        }
-        match cell.compare_exchange_weak(tat, step.new_tat_ns, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return Ok(RateInfo { limit: quota.limit(), remaining: step.remaining, reset_ms: step.reset_ms }),
-            Err(current) => tat = current,
-        }
+/// How often the feed is read when no wake-up came.
+const FEED_POLL: Duration = Duration::from_millis(100);
+/// How long to wait before listening again after the listening connection dropped.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// The next wake-up, or never when there is no listener.
+async fn recv(signals: &mut Option<ChangeSignals>) -> Option<()> {
+    match signals {
+        Some(signals) => signals.recv().await,
+        None => std::future::pending().await,
     }
 }
 
-/// The background task; [`Background::shutdown`] stops it after a final last-used flush.
+/// The background tasks; [`Background::shutdown`] stops them after a final last-used flush.
 #[derive(Debug)]
 pub struct Background {
     stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Background {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
     }
 }

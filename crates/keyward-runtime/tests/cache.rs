@@ -12,7 +12,7 @@ use keyward_core::ids::{EventId, KeyId, OrgId};
 use keyward_core::key::{Environment, KeyFormat, KeyHash};
 use keyward_core::policy::VerifyRequest;
 use keyward_core::record::{Actor, Channels, KeyRecord, KeySettings};
-use keyward_runtime::{ManualClock, Outcome, Verifier, VerifierConfig};
+use keyward_runtime::{ManualClock, Outcome, SharedState, Verifier, VerifierConfig};
 use keyward_store::{Change, NewAuditEvent, OrgRecord, OrgStore, Store, StoreResult};
 use keyward_store_sqlite::SqliteStore;
 use time::macros::datetime;
@@ -154,11 +154,13 @@ async fn fixture() -> Fixture {
             signature_tolerance_seconds: 300,
             negative_ttl: Duration::from_secs(10),
             max_negative_entries: 1000,
+            max_staleness: Duration::from_secs(2),
         },
         master.pepper(),
         master.secret_box(),
         store.clone(),
         Arc::new(ManualClock::new(NOW)),
+        SharedState::local(NOW.unix_timestamp(), 300),
     );
     Fixture { store, verifier: Arc::new(verifier), org: org.id, key: secret.expose().to_owned(), key_id, _dir: dir }
 }

@@ -13,7 +13,8 @@ use axum::Router;
 use keyward_core::crypto::{MasterKey, SecretBox};
 use keyward_core::key::KeyHash;
 use keyward_core::Code;
-use keyward_runtime::{Clock, Verifier, VerifierConfig};
+use keyward_runtime::shared::SharedHealth;
+use keyward_runtime::{Clock, SharedState, Verifier, VerifierConfig};
 use keyward_store::Store;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -36,6 +37,10 @@ pub struct Deps {
     pub clock: Arc<dyn Clock>,
     /// The operator token's peppered hash (the token itself is never kept).
     pub operator_token_hash: KeyHash,
+    /// Rate limits and replays shared with other nodes (Redis); `None`: this node alone.
+    pub shared: Option<SharedState>,
+    /// This node's name in `/readyz` (several nodes behind one load balancer).
+    pub node_id: String,
 }
 
 /// Shared application state: configuration, the store, the verifier and its caches.
@@ -49,6 +54,7 @@ pub struct Keyward {
     pub operator_token_hash: KeyHash,
     pub verify_metrics: VerifyMetrics,
     pub login_throttle: LoginThrottle,
+    pub node_id: String,
 }
 
 pub type AppState = Arc<Keyward>;
@@ -64,11 +70,15 @@ impl Keyward {
                 signature_tolerance_seconds: deps.config.signature_tolerance_seconds,
                 negative_ttl: Duration::from_secs(10),
                 max_negative_entries: 100_000,
+                max_staleness: deps.config.cache_max_staleness,
             },
             deps.master_key.pepper(),
             deps.master_key.secret_box(),
             Arc::clone(&deps.store),
             Arc::clone(&deps.clock),
+            deps.shared.unwrap_or_else(|| {
+                SharedState::local(deps.clock.now().unix_timestamp(), deps.config.signature_tolerance_seconds)
+            }),
         );
         Arc::new(Self {
             secret_box: deps.master_key.secret_box(),
@@ -79,6 +89,7 @@ impl Keyward {
             operator_token_hash: deps.operator_token_hash,
             verify_metrics,
             login_throttle: LoginThrottle::default(),
+            node_id: deps.node_id,
         })
     }
 }
@@ -137,11 +148,26 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Ready when the database answers and cached keys are trusted (the change feed is confirmed);
+/// the JSON says which part is not, and how far behind the feed is.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => "ready".into_response(),
-        _ => ApiError::code(Code::ServiceUnavailable, "The database is not reachable").into_response(),
-    }
+    let database = matches!(tokio::time::timeout(Duration::from_secs(1), state.store.ping()).await, Ok(Ok(())));
+    let feed = state.verifier.feed_status();
+    let redis = match state.verifier.shared_health() {
+        SharedHealth::Local => "none",
+        SharedHealth::Shared => "ok",
+        SharedHealth::Fallback => "fallback",
+    };
+    let ready = database && feed.fresh;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "node_id": state.node_id,
+        "database": if database { "ok" } else { "unreachable" },
+        "redis": redis,
+        "feed": { "lag_ms": feed.lag_ms, "listening": feed.listening, "fresh": feed.fresh },
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn metrics() -> Response {

@@ -20,6 +20,9 @@ struct RawConfig {
     timestamp_header: Option<String>,
     signature_tolerance_seconds: Option<i64>,
     trusted_proxies: Option<Vec<String>>,
+    nodes: Option<u32>,
+    cache_max_staleness_seconds: Option<u64>,
+    replay_fallback: Option<String>,
     /// Gateway mode is configured here but served by a later part; accepted, not yet used.
     gateway: Option<toml::Value>,
 }
@@ -35,6 +38,21 @@ pub struct Config {
     pub timestamp_header: String,
     pub signature_tolerance_seconds: i64,
     pub trusted_proxies: Vec<IpNet>,
+    /// How many nodes share the database: with Redis down, each node grants limit / nodes.
+    pub nodes: u32,
+    /// A node that has not confirmed its change feed for this long stops trusting cached keys.
+    pub cache_max_staleness: std::time::Duration,
+    /// Redis down: refuse signed requests (503), or check replays on this node only.
+    pub replay_fallback: ReplayFallback,
+}
+
+/// What a node does with signed requests while the shared replay store is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayFallback {
+    /// 503 `SERVICE_UNAVAILABLE`: a signature is never accepted on a guess (the default).
+    Refuse,
+    /// Remember signatures on this node only: a replay sent to another node may pass.
+    Local,
 }
 
 impl Default for Config {
@@ -97,6 +115,19 @@ impl Config {
             })
             .collect::<Result<_, _>>()?;
         let _ = raw.gateway;
+        let nodes = raw.nodes.unwrap_or(1);
+        if !(1..=1000).contains(&nodes) {
+            return Err("nodes must be between 1 and 1000".to_owned());
+        }
+        let staleness = raw.cache_max_staleness_seconds.unwrap_or(2);
+        if !(1..=3600).contains(&staleness) {
+            return Err("cache_max_staleness_seconds must be between 1 and 3600".to_owned());
+        }
+        let replay_fallback = match raw.replay_fallback.as_deref() {
+            None | Some("refuse") => ReplayFallback::Refuse,
+            Some("local") => ReplayFallback::Local,
+            Some(other) => return Err(format!("replay_fallback must be \"refuse\" or \"local\", not {other:?}")),
+        };
         Ok(Self {
             key_format: KeyFormat::new(prefix),
             default_rate_limit,
@@ -106,6 +137,9 @@ impl Config {
             timestamp_header,
             signature_tolerance_seconds,
             trusted_proxies,
+            nodes,
+            cache_max_staleness: std::time::Duration::from_secs(staleness),
+            replay_fallback,
         })
     }
 }

@@ -2,13 +2,12 @@
 
 use async_trait::async_trait;
 use keyward_core::ids::{ChannelId, KeyId, MemberId, OrgId, PhoneNumberId};
-use keyward_core::record::{KeyPatch, KeyRecord};
+use keyward_core::record::KeyRecord;
 use keyward_store::{
-    AuditFilter, AuditRecord, ChannelRecord, Cursor, KeyFilter, MemberRecord, NewAuditEvent, OrgStore, Page, Paged,
-    PhoneNumberRecord, RevokeKey, RollKey, StatusFilter, StoreError, StoreResult,
+    rules, AuditFilter, AuditRecord, ChannelRecord, Cursor, KeyFilter, KeyWrite, MemberRecord, NewAuditEvent, OrgStore,
+    Page, Paged, PhoneNumberRecord, StatusFilter, StoreError, StoreResult,
 };
 use rusqlite::{params, Connection};
-use serde_json::{json, Map, Value};
 
 use crate::error::{bad_row, conflict_as, DbResult, Fail};
 use crate::rows::{
@@ -53,15 +52,6 @@ fn channel_from_row(row: &rusqlite::Row<'_>) -> DbResult<ChannelRecord> {
         name: row.get("name")?,
         created_at: rows::time("channels.created_at", row.get("created_at")?)?,
     })
-}
-
-/// The key `id` of `org_id`, for a change: `NotFound` if it is not there, `KeyInactive` if revoked.
-fn editable_key(conn: &Connection, org_id: &OrgId, id: &KeyId) -> DbResult<KeyRecord> {
-    let key = find_key(conn, org_id, id)?.ok_or(StoreError::NotFound)?;
-    if key.revoked_at.is_some() {
-        return Err(StoreError::KeyInactive.into());
-    }
-    Ok(key)
 }
 
 fn find_key(conn: &Connection, org_id: &OrgId, id: &KeyId) -> DbResult<Option<KeyRecord>> {
@@ -153,7 +143,9 @@ impl OrgStore for SqliteOrgStore<'_> {
                     nanos(channel.created_at)?
                 ])
                 .map_err(|error| conflict_as(error.into(), "channel_slug"))?;
-                append_event(conn, &org_id, &event)
+                append_event(conn, &org_id, &event)?;
+                // Requested channels are checked against the org's: cached policies are stale.
+                log_change(conn, &org_id, None, event.at)
             })
             .await
     }
@@ -172,7 +164,9 @@ impl OrgStore for SqliteOrgStore<'_> {
             .write(move |conn| {
                 check_org(&org_id, &key.org_id)?;
                 rows::insert_key(conn, &key)?;
-                append_event(conn, &org_id, &event)
+                append_event(conn, &org_id, &event)?;
+                // A node may remember this hash as unknown (negative cache): tell it otherwise.
+                log_change(conn, &org_id, Some(&key.hash), event.at)
             })
             .await
     }
@@ -215,79 +209,29 @@ impl OrgStore for SqliteOrgStore<'_> {
             .await
     }
 
-    async fn update_key(&self, id: &KeyId, patch: &KeyPatch, mut event: NewAuditEvent) -> StoreResult<KeyRecord> {
-        let (org_id, id, patch) = (self.org_id.clone(), id.clone(), patch.clone());
-        self.store
-            .write(move |conn| {
-                let mut key = editable_key(conn, &org_id, &id)?;
-                let changes = patch.apply(&mut key.settings);
-                if changes.is_empty() {
-                    return Ok(key);
-                }
-                rows::update_key(conn, &key)?;
-                event.changes = Value::Object(
-                    changes
-                        .into_iter()
-                        .map(|change| (change.field.to_owned(), json!({"old": change.old, "new": change.new})))
-                        .collect::<Map<_, _>>(),
-                );
-                append_event(conn, &org_id, &event)?;
-                log_change(conn, &org_id, Some(&key.hash), event.at)?;
-                Ok(key)
-            })
-            .await
-    }
-
-    async fn revoke_key(&self, revoke: &RevokeKey<'_>, event: &NewAuditEvent) -> StoreResult<KeyRecord> {
-        let (org_id, id, at, by, event) =
-            (self.org_id.clone(), revoke.id.clone(), revoke.at, revoke.by.id.clone(), event.clone());
-        self.store
-            .write(move |conn| {
-                let mut key = find_key(conn, &org_id, &id)?.ok_or(StoreError::NotFound)?;
-                // Idempotent: the first revocation's time and actor stay, and nothing is logged.
-                if key.revoked_at.is_some() {
-                    return Ok(key);
-                }
-                key.revoked_at = Some(at);
-                key.revoked_by = Some(by);
-                rows::update_key(conn, &key)?;
-                append_event(conn, &org_id, &event)?;
-                log_change(conn, &org_id, Some(&key.hash), event.at)?;
-                Ok(key)
-            })
-            .await
-    }
-
-    async fn roll_key(
-        &self,
-        roll: &RollKey<'_>,
-        rolled: &NewAuditEvent,
-        created: &NewAuditEvent,
-    ) -> StoreResult<KeyRecord> {
+    async fn write_key(&self, write: &KeyWrite<'_>) -> StoreResult<bool> {
         let org_id = self.org_id.clone();
-        let (old_id, new, at, grace_until, by) =
-            (roll.old.clone(), roll.new.clone(), roll.at, roll.grace_until, roll.by.id.clone());
-        let (rolled, created) = (rolled.clone(), created.clone());
+        let (before, after, insert) = (write.before.clone(), write.after.clone(), write.insert.cloned());
+        let events = write.events.to_vec();
         self.store
             .write(move |conn| {
-                let mut old = editable_key(conn, &org_id, &old_id)?;
-                check_org(&org_id, &new.org_id)?;
-                rows::insert_key(conn, &new)?;
-                match grace_until {
-                    None => {
-                        old.revoked_at = Some(at);
-                        old.revoked_by = Some(by);
-                    }
-                    Some(until) => {
-                        // Grace never extends a key: an earlier expiry stays.
-                        old.settings.expires_at = Some(old.settings.expires_at.map_or(until, |at| at.min(until)));
-                    }
+                // BEGIN IMMEDIATE holds the write lock: the row cannot change between this read and the update.
+                let stored = find_key(conn, &org_id, &before.id)?.ok_or(StoreError::NotFound)?;
+                if !rules::same_state(&stored, &before) {
+                    return Ok(false);
                 }
-                rows::update_key(conn, &old)?;
-                append_event(conn, &org_id, &rolled)?;
-                append_event(conn, &org_id, &created)?;
-                log_change(conn, &org_id, Some(&old.hash), at)?;
-                Ok(old)
+                check_org(&org_id, &after.org_id)?;
+                if let Some(new) = &insert {
+                    check_org(&org_id, &new.org_id)?;
+                    rows::insert_key(conn, new)?;
+                }
+                rows::update_key(conn, &after)?;
+                for event in &events {
+                    append_event(conn, &org_id, event)?;
+                }
+                let at = events.first().map_or(after.created_at, |event| event.at);
+                log_change(conn, &org_id, Some(&after.hash), at)?;
+                Ok(true)
             })
             .await
     }
@@ -340,6 +284,7 @@ impl OrgStore for SqliteOrgStore<'_> {
                 conn.prepare_cached("DELETE FROM members WHERE id = ?1 AND org_id = ?2")?
                     .execute([id.as_str(), org_id.as_str()])?;
                 append_event(conn, &org_id, &event)?;
+                log_change(conn, &org_id, None, event.at)?;
                 Ok(member)
             })
             .await

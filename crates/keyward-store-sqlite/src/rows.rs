@@ -1,7 +1,7 @@
 //! Rows to records and back: times as Unix nanoseconds, lists and objects as JSON text.
 //! A row that does not decode is an error (`StoreError::Other`), never a panic.
 
-use keyward_core::audit::{chain_hash, GENESIS};
+use keyward_core::audit::GENESIS;
 use keyward_core::ids::{EventId, KeyId, MemberId, OrgId};
 use keyward_core::key::{Environment, KeyHash};
 use keyward_core::record::{self, Actor, ActorKind, Channels, KeyRecord, KeySettings, Role};
@@ -316,7 +316,7 @@ pub(crate) fn append_event(conn: &Connection, org_id: &OrgId, event: &NewAuditEv
         .query_row([org_id.as_str()], |row| row.get(0))
         .optional()?
         .unwrap_or_else(|| GENESIS.to_owned());
-    let hash = chain_hash(&prev_hash, &event.canonical(org_id));
+    let hash = event.chain_hash(org_id, &prev_hash);
     conn.prepare_cached(
         "INSERT INTO audit_events (id, org_id, at, actor_type, actor_id, actor_name, actor_ip, action, target_type, \
          target_id, target_name, changes, trace_id, prev_hash, hash) \

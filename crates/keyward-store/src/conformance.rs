@@ -1,7 +1,11 @@
 //! The story every backend must pass (as atuin's `db_story`): schema and settings, tenancy,
 //! cursors and filters, revoke idempotence, rolls, last-used batches, members and sessions, the
-//! change feed and the audit chain written in each change's transaction. Call [`run`] on a fresh, empty database;
-//! it panics on the first broken promise, naming it.
+//! change feed and the audit chain written in each change's transaction; then what several
+//! nodes on one database must hold: concurrent writers keep every org's audit chain, writing into
+//! a missing org changes nothing, a follower behind the pruned feed forgets every org.
+//! Call [`run_all`] with a [`Backend`]; it panics on the first broken promise, naming it.
+
+use std::sync::Arc;
 
 use keyward_core::audit::{chain_hash, GENESIS};
 use keyward_core::ids::{ChannelId, EventId, KeyId, MemberId, OrgId, PhoneNumberId};
@@ -17,8 +21,9 @@ use crate::{
     OrgStore, Page, PhoneNumberRecord, RevokeKey, RollKey, SessionRecord, StatusFilter, Store, StoreError,
 };
 
-/// The story's "now". Nanoseconds on purpose: times must round-trip exactly.
-const T0: OffsetDateTime = datetime!(2026-01-15 10:00:00.123456789 UTC);
+/// The story's "now". Microseconds on purpose: keyward's times have microsecond precision on
+/// every backend (PostgreSQL's `timestamptz`), and must round-trip exactly.
+const T0: OffsetDateTime = datetime!(2026-01-15 10:00:00.123456 UTC);
 
 fn at(seconds: i64) -> OffsetDateTime {
     T0 + Duration::seconds(seconds)
@@ -138,7 +143,25 @@ struct Story<'s> {
     feed_mark: (i64, usize),
 }
 
-/// Runs the whole story. `store` must be freshly created and empty.
+/// How the story gets its databases.
+#[async_trait::async_trait]
+pub trait Backend: Sync {
+    /// A new, empty, unmigrated database, named so that [`Backend::open`] finds it.
+    async fn create_database(&self) -> String;
+    /// A store on `database` with connections of its own, as another node would have.
+    async fn open(&self, database: &str) -> Arc<dyn Store>;
+}
+
+/// Every part of the story, each on a fresh database.
+pub async fn run_all(backend: &dyn Backend) {
+    let database = backend.create_database().await;
+    run(backend.open(&database).await.as_ref()).await;
+    concurrent_writers_keep_the_audit_chain(backend).await;
+    writing_into_a_missing_org_is_not_found(backend).await;
+    a_follower_behind_the_pruned_feed_is_told_to_forget_every_org(backend).await;
+}
+
+/// Runs the single-store story. `store` must be freshly created and empty.
 pub async fn run(store: &dyn Store) {
     schema_and_settings(store).await;
     let mut plot = Story {
@@ -276,6 +299,7 @@ impl Story<'_> {
         let event = self.event(&self.alice.clone(), "channel.added", "channel", "ch_1");
         self.a().add_channel(&channel, &event).await.expect("add channel");
         self.audit_a.push(event);
+        self.feed.push(Change::Org(self.org_a.clone()));
         let again = ChannelRecord { id: ChannelId::parse("ch_2").expect("a valid id"), ..channel.clone() };
         let event = self.event(&self.alice.clone(), "channel.added", "channel", "ch_2");
         match self.a().add_channel(&again, &event).await {
@@ -301,6 +325,7 @@ impl Story<'_> {
             let event = self.event(&self.alice.clone(), "key.created", "api_key", key.id.as_str());
             self.a().insert_key(key, &event).await.expect("insert_key");
             self.audit_a.push(event);
+            self.feed.push(Change::Key(key.hash));
             assert_eq!(self.a().find_key(&key.id).await.expect("find_key").as_ref(), Some(key), "key round-trips");
             assert_eq!(
                 self.store.find_key_by_hash(&key.hash).await.expect("find_key_by_hash").as_ref(),
@@ -313,6 +338,7 @@ impl Story<'_> {
         let event = self.event(&self.operator.clone(), "key.created", "api_key", in_b.id.as_str());
         self.b().insert_key(&in_b, &event).await.expect("insert_key in B");
         self.audit_b.push(event);
+        self.feed.push(Change::Key(in_b.hash));
         assert_eq!(self.store.find_key_by_hash(&KeyHash([200; 32])).await.expect("find_key_by_hash"), None);
         self.feed_mark = (self.store.latest_change().await.expect("latest_change"), self.feed.len());
     }
@@ -450,7 +476,7 @@ impl Story<'_> {
         let revoke = RevokeKey { id: &lapsed.id, at: at(101), by: &self.operator };
         self.a().revoke_key(&revoke, &revoked).await.expect("revoke an expired key");
         self.audit_a.extend([created, revoked]);
-        self.feed.push(Change::Key(lapsed.hash));
+        self.feed.extend([Change::Key(lapsed.hash), Change::Key(lapsed.hash)]);
         let cases: [(StatusFilter, &[&str]); 3] = [
             (StatusFilter::Revoked, &["key_k12", "key_k3"]),
             (StatusFilter::Expired, &["key_k2"]),
@@ -706,6 +732,7 @@ impl Story<'_> {
         let removed = self.a().remove_member(&bob.id, &event).await.expect("remove_member");
         assert_eq!(removed, bob, "remove_member returns the member as it was");
         self.audit_a.push(event);
+        self.feed.push(Change::Org(self.org_a.clone()));
         for session in &bobs {
             assert_eq!(self.store.find_session(&session.token_hash).await.expect("find_session"), None);
         }
@@ -839,4 +866,97 @@ fn audit_filter_matches(filter: &AuditFilter, event: &NewAuditEvent) -> bool {
         && filter.actor_id.as_ref().is_none_or(|actor| *actor == event.actor.id)
         && filter.since.is_none_or(|since| event.at >= since)
         && filter.until.is_none_or(|until| event.at <= until)
+}
+
+fn org_record(id: &str) -> OrgRecord {
+    OrgRecord { id: OrgId::parse(id).expect("a valid org id"), name: "Acme".to_owned(), created_at: at(-1_000) }
+}
+
+/// Phone number `n` and its `phone_number.added` event, at `when`.
+fn number_added(n: usize, when: OffsetDateTime) -> (PhoneNumberRecord, NewAuditEvent) {
+    let number = PhoneNumberRecord {
+        id: PhoneNumberId::parse(&format!("pn_{n}")).expect("a valid id"),
+        number: format!("+1415555{n:04}"),
+        created_at: when,
+    };
+    let event = NewAuditEvent {
+        id: EventId::parse(&format!("evt_{n}")).expect("a valid id"),
+        at: when,
+        actor: Actor::operator(),
+        actor_ip: None,
+        action: "phone_number.added".to_owned(),
+        target_type: "phone_number".to_owned(),
+        target_id: number.id.as_str().to_owned(),
+        target_name: number.number.clone(),
+        changes: Value::Null,
+        trace_id: format!("{n:032x}"),
+    };
+    (number, event)
+}
+
+/// Two nodes (two stores on one database) write 40 changes at once: none is lost, and the org's
+/// chain links every event to the one committed before it.
+async fn concurrent_writers_keep_the_audit_chain(backend: &dyn Backend) {
+    let database = backend.create_database().await;
+    let (first, second) = (backend.open(&database).await, backend.open(&database).await);
+    let (migrated_a, migrated_b) = tokio::join!(first.migrate(), second.migrate());
+    migrated_a.expect("migrate");
+    migrated_b.expect("migrate concurrently from another node");
+    let org = org_record("org_shared");
+    first.insert_org(&org).await.expect("insert org");
+
+    let writers = (0..40).map(|n| {
+        let store = Arc::clone(if n % 2 == 0 { &first } else { &second });
+        let org_id = org.id.clone();
+        tokio::spawn(async move {
+            let (number, event) = number_added(n, at(0));
+            store.org(&org_id).add_phone_number(&number, &event).await
+        })
+    });
+    for writer in writers.collect::<Vec<_>>() {
+        writer.await.expect("the task ran").expect("no concurrent write is lost");
+    }
+    let chain = second.org(&org.id).audit_chain().await.expect("audit_chain");
+    assert_eq!(chain.len(), 40, "every concurrent write is in the chain");
+    assert_eq!(crate::verify_chain(&chain), Ok(40), "the chain holds under concurrent writers");
+    let (changes, _) = first.changes_since(0).await.expect("changes_since");
+    assert_eq!(changes.len(), 40, "every concurrent write reached the feed");
+}
+
+async fn writing_into_a_missing_org_is_not_found(backend: &dyn Backend) {
+    let store = backend.open(&backend.create_database().await).await;
+    store.migrate().await.expect("migrate");
+    let missing = org_record("org_missing");
+    let (number, event) = number_added(1, at(0));
+    assert!(
+        matches!(store.org(&missing.id).add_phone_number(&number, &event).await, Err(StoreError::NotFound)),
+        "writing into an org that does not exist is NotFound"
+    );
+    let new = key(1, &missing.id, "operator");
+    assert!(matches!(store.org(&missing.id).insert_key(&new, &event).await, Err(StoreError::NotFound)));
+    assert_eq!(store.latest_change().await.expect("latest_change"), 0, "nothing reached the feed");
+    assert!(store.org(&missing.id).audit_chain().await.expect("audit_chain").is_empty(), "no event either");
+}
+
+async fn a_follower_behind_the_pruned_feed_is_told_to_forget_every_org(backend: &dyn Backend) {
+    let store = backend.open(&backend.create_database().await).await;
+    store.migrate().await.expect("migrate");
+    let (a, b) = (org_record("org_a"), org_record("org_b"));
+    store.insert_org(&a).await.expect("insert org");
+    store.insert_org(&b).await.expect("insert org");
+    for (n, when) in [(1, at(0)), (2, at(2 * 3_600))] {
+        let (number, event) = number_added(n, when);
+        store.org(&a.id).add_phone_number(&number, &event).await.expect("add phone number");
+    }
+    let latest = store.latest_change().await.expect("latest_change");
+    // The second change, two hours after the first, pruned it: a follower that saw only the
+    // first cannot know what else it missed, so it is told to forget every org.
+    let (changes, next) = store.changes_since(latest - 1).await.expect("changes_since");
+    assert_eq!((changes, next), (vec![Change::Org(a.id.clone())], latest), "up to date but for the last change");
+    let (changes, next) = store.changes_since(0).await.expect("changes_since");
+    assert_eq!(next, latest);
+    let mut forgotten = changes[..2].to_vec();
+    forgotten.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
+    assert_eq!(forgotten, [Change::Org(a.id.clone()), Change::Org(b.id.clone())], "every org is forgotten");
+    assert_eq!(changes[2..], [Change::Org(a.id.clone())], "then the change that is still there");
 }

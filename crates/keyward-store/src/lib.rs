@@ -13,6 +13,14 @@ use time::OffsetDateTime;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod rules;
+
+/// How often a key change is re-decided when another writer changed the key in between.
+const MAX_ATTEMPTS: usize = 5;
+
+fn contended() -> StoreError {
+    StoreError::Unavailable("the key kept changing while it was being edited".into())
+}
 
 /// What can go wrong in a backend, in terms the HTTP layer can answer with.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +113,13 @@ impl NewAuditEvent {
         ])
         .to_string()
     }
+
+    /// This event's link in its org's chain, after the event whose hash is `prev_hash`
+    /// ([`keyward_core::audit::GENESIS`] for the first). Backends read the chain head and call
+    /// this inside the change's transaction, with the head locked.
+    pub fn chain_hash(&self, org_id: &OrgId, prev_hash: &str) -> String {
+        keyward_core::audit::chain_hash(prev_hash, &self.canonical(org_id))
+    }
 }
 
 /// An org member. `email` is stored lower-cased and is unique across all orgs (login has no org).
@@ -148,7 +163,7 @@ pub fn verify_chain(records: &[AuditRecord]) -> Result<usize, BrokenLink> {
         if record.prev_hash != previous {
             return Err(broken("does not link to the event before it (an event was removed or reordered)"));
         }
-        let expected = keyward_core::audit::chain_hash(&record.prev_hash, &record.event.canonical(&record.org_id));
+        let expected = record.event.chain_hash(&record.org_id, &record.prev_hash);
         if record.hash != expected {
             return Err(broken("does not match its recorded hash (its content was edited)"));
         }
@@ -228,8 +243,8 @@ pub struct AuditFilter {
     pub until: Option<OffsetDateTime>,
 }
 
-/// Something that cached verification policies must forget: one key, or every key of an org
-/// (its phone numbers changed).
+/// Something that cached verification policies must forget: one key (created, edited, revoked,
+/// rolled), or every key of an org (its phone numbers, channels or members changed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Key(KeyHash),
@@ -253,6 +268,19 @@ pub struct RollKey<'a> {
     /// `None` revokes the old key at once; `Some(t)` moves its expiry to `min(expires_at, t)`.
     pub grace_until: Option<OffsetDateTime>,
     pub by: &'a Actor,
+}
+
+/// A decided key change, for [`OrgStore::write_key`].
+#[derive(Debug, Clone, Copy)]
+pub struct KeyWrite<'a> {
+    /// The key as the change was decided on.
+    pub before: &'a KeyRecord,
+    /// The key as it is to be stored (same id).
+    pub after: &'a KeyRecord,
+    /// A key to insert in the same transaction (a roll's new key).
+    pub insert: Option<&'a KeyRecord>,
+    /// Appended to the org's audit chain in this order.
+    pub events: &'a [NewAuditEvent],
 }
 
 /// The backend. Global methods are the ones with no tenant: orgs, settings, the verification
@@ -293,9 +321,23 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// The newest change sequence, where a node starts following the feed.
     async fn latest_change(&self) -> StoreResult<i64>;
-    /// Changes after `seq`, oldest first, and the sequence to ask from next.
+    /// Changes after `seq`, oldest first, and the sequence to ask from next. Ordered by commit:
+    /// a change that commits after one already returned always has a higher sequence, so a
+    /// follower never skips one. A follower behind the pruned history gets `Change::Org` for
+    /// every org.
     async fn changes_since(&self, seq: i64) -> StoreResult<(Vec<Change>, i64)>;
+
+    /// Wake-ups sent when the change feed may have grown (PostgreSQL `LISTEN/NOTIFY`), on a
+    /// connection of their own. The feed stays the truth: a wake-up only says "read it now".
+    /// The channel closes when that connection drops; `Ok(None)` when the backend has no such
+    /// signal and followers poll.
+    async fn listen_changes(&self) -> StoreResult<Option<ChangeSignals>> {
+        Ok(None)
+    }
 }
+
+/// See [`Store::listen_changes`].
+pub type ChangeSignals = tokio::sync::mpsc::Receiver<()>;
 
 /// Everything that belongs to one org. Every method binds the org id in its query, so another
 /// org's id is simply not found.
@@ -308,20 +350,69 @@ pub trait OrgStore: Send + Sync {
     async fn add_channel(&self, channel: &ChannelRecord, event: &NewAuditEvent) -> StoreResult<()>;
     async fn channels(&self) -> StoreResult<Vec<ChannelRecord>>;
 
+    /// Stores a new key with its `key.created` event (and a feed entry, which drops any cached
+    /// "no such key" of its hash).
     async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> StoreResult<()>;
     async fn find_key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>>;
     async fn list_keys(&self, filter: &KeyFilter, page: Page) -> StoreResult<Paged<KeyRecord>>;
-    /// Applies `patch` in one transaction with its `key.updated` event, whose `changes` the store
-    /// fills with the fields that really changed (no event when nothing did).
-    async fn update_key(&self, id: &KeyId, patch: &KeyPatch, event: NewAuditEvent) -> StoreResult<KeyRecord>;
-    async fn revoke_key(&self, revoke: &RevokeKey<'_>, event: &NewAuditEvent) -> StoreResult<KeyRecord>;
-    /// Returns the old key as it is after the roll.
+    /// Writes a change decided by [`rules`] in one transaction: compare-and-swap `before` for
+    /// `after`, insert `insert` (a roll's new key), append `events`, and add `after`'s hash to the
+    /// change feed. `Ok(false)`, with nothing written, when the stored key no longer has
+    /// `before`'s state ([`rules::same_state`]): another writer got there first.
+    async fn write_key(&self, write: &KeyWrite<'_>) -> StoreResult<bool>;
+
+    /// Applies `patch` with its `key.updated` event, whose `changes` are the fields that really
+    /// changed (no event and no write when nothing did). `KeyInactive` for a revoked key.
+    async fn update_key(&self, id: &KeyId, patch: &KeyPatch, event: NewAuditEvent) -> StoreResult<KeyRecord> {
+        let mut event = event;
+        for _ in 0..MAX_ATTEMPTS {
+            let before = self.find_key(id).await?.ok_or(StoreError::NotFound)?;
+            let Some((after, changes)) = rules::patch(&before, patch)? else {
+                return Ok(before);
+            };
+            event.changes = changes;
+            let write = KeyWrite { before: &before, after: &after, insert: None, events: std::slice::from_ref(&event) };
+            if self.write_key(&write).await? {
+                return Ok(after);
+            }
+        }
+        Err(contended())
+    }
+
+    /// Revokes a key; again is a no-op that returns the key as first revoked, writing nothing.
+    async fn revoke_key(&self, revoke: &RevokeKey<'_>, event: &NewAuditEvent) -> StoreResult<KeyRecord> {
+        for _ in 0..MAX_ATTEMPTS {
+            let before = self.find_key(revoke.id).await?.ok_or(StoreError::NotFound)?;
+            let Some(after) = rules::revoke(&before, revoke.at, revoke.by) else {
+                return Ok(before);
+            };
+            let write = KeyWrite { before: &before, after: &after, insert: None, events: std::slice::from_ref(event) };
+            if self.write_key(&write).await? {
+                return Ok(after);
+            }
+        }
+        Err(contended())
+    }
+
+    /// Inserts the new key and ends the old one ([`rules::roll`]); returns the old key as it is
+    /// after the roll.
     async fn roll_key(
         &self,
         roll: &RollKey<'_>,
         rolled: &NewAuditEvent,
         created: &NewAuditEvent,
-    ) -> StoreResult<KeyRecord>;
+    ) -> StoreResult<KeyRecord> {
+        let events = [rolled.clone(), created.clone()];
+        for _ in 0..MAX_ATTEMPTS {
+            let before = self.find_key(roll.old).await?.ok_or(StoreError::NotFound)?;
+            let after = rules::roll(&before, roll.at, roll.grace_until, roll.by)?;
+            let write = KeyWrite { before: &before, after: &after, insert: Some(roll.new), events: &events };
+            if self.write_key(&write).await? {
+                return Ok(after);
+            }
+        }
+        Err(contended())
+    }
 
     /// `Conflict { constraint: "member_email" }` when the email exists in any org.
     async fn add_member(&self, member: &MemberRecord, event: &NewAuditEvent) -> StoreResult<()>;

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use keyward_core::crypto::MasterKey;
 use keyward_core::key::KeyHash;
-use keyward_runtime::SystemClock;
+use keyward_runtime::redis::{RedisShared, ReplayFallback};
+use keyward_runtime::{SharedState, SystemClock};
 use keyward_server::config::Config;
 use keyward_server::{Deps, Keyward};
 use keyward_store::Store;
+use keyward_store_postgres::PostgresStore;
 use keyward_store_sqlite::SqliteStore;
 
 #[derive(Debug, clap::Args)]
@@ -89,7 +91,10 @@ pub fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
 pub async fn open_store(global: &GlobalArgs) -> anyhow::Result<(Arc<dyn Store>, Option<PathBuf>)> {
     let url = global.database_url.as_str();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(UsageError("PostgreSQL is not supported by this build yet; use sqlite://path".to_owned()).into());
+        // The URL may hold a password: errors name the database by scheme only.
+        let store = PostgresStore::connect(url).map_err(|e| UsageError(format!("KEYWARD_DATABASE_URL: {e}")))?;
+        store.migrate().await.context("cannot migrate the PostgreSQL database")?;
+        return Ok((Arc::new(store), None));
     }
     let store = SqliteStore::open(url).with_context(|| format!("cannot open the SQLite database {url}"))?;
     let path = store.path().to_path_buf();
@@ -193,5 +198,62 @@ pub async fn keyward(global: &GlobalArgs, announce_token: bool) -> anyhow::Resul
     let (store, path) = open_store(global).await?;
     let master_key = master_key(store.as_ref(), path.as_deref()).await?;
     let operator_token_hash = operator_token_hash(store.as_ref(), &master_key, announce_token).await?;
-    Ok(Keyward::new(Deps { config, store, master_key, clock: Arc::new(SystemClock), operator_token_hash }))
+    let shared = shared_state(&config).await?;
+    Ok(Keyward::new(Deps {
+        config,
+        store,
+        master_key,
+        clock: Arc::new(SystemClock),
+        operator_token_hash,
+        shared,
+        node_id: node_id(),
+    }))
+}
+
+/// `KEYWARD_NODE_ID`, or this host's name and process id: what `/readyz` calls this node.
+fn node_id() -> String {
+    std::env::var("KEYWARD_NODE_ID").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+        format!("{}-{}", if host.is_empty() { "node" } else { &host }, std::process::id())
+    })
+}
+
+/// Rate limits and replays shared through `KEYWARD_REDIS_URL`, or `None` for this node alone.
+/// A Redis that is down at start is not an error: the node starts on its fallback and recovers.
+async fn shared_state(config: &Config) -> anyhow::Result<Option<SharedState>> {
+    let Some(url) = secret_env("KEYWARD_REDIS_URL")? else { return Ok(None) };
+    let redis = RedisShared::connect(&url).await.map_err(|e| UsageError(format!("KEYWARD_REDIS_URL: {e}")))?;
+    let fallback = match config.replay_fallback {
+        keyward_server::config::ReplayFallback::Refuse => ReplayFallback::Refuse,
+        keyward_server::config::ReplayFallback::Local => ReplayFallback::Local,
+    };
+    Ok(Some(SharedState {
+        limiter: Arc::new(redis.rate_limiter(config.nodes)),
+        replay: Arc::new(redis.replay_store(config.signature_tolerance_seconds, fallback)),
+    }))
+}
+
+/// The database URL without its password, for logs and messages.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_url;
+
+    #[test]
+    fn a_database_password_never_reaches_a_log_line() {
+        assert_eq!(redacted_url("postgres://app:s3cret@db:5432/keyward"), "postgres://app:***@db:5432/keyward");
+        assert_eq!(redacted_url("postgres://app@db/keyward"), "postgres://app@db/keyward");
+        assert_eq!(redacted_url("sqlite://keyward.db"), "sqlite://keyward.db");
+    }
 }

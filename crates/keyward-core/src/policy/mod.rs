@@ -1,5 +1,6 @@
 //! The verification decision: [`verify`] runs the checks of SPEC §5 in their order over a
-//! cached [`KeyPolicy`]. Pure: time, the replay store and the request are all parameters.
+//! cached [`KeyPolicy`]. Pure: time and the request are parameters; consuming a signature is the
+//! runtime's, between [`check_key`] and [`check_request`].
 
 mod channels;
 mod sender;
@@ -68,12 +69,6 @@ pub struct Context {
     pub signature_tolerance_seconds: i64,
 }
 
-/// Answers whether a well-formed signature was already consumed (or predates this node's start
-/// when no shared store remembers what came before).
-pub trait ReplayGuard {
-    fn is_replay(&self, signature: &SignatureBytes, timestamp: i64) -> bool;
-}
-
 /// A refusal: the code and a human message for the platform's caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Denial {
@@ -96,14 +91,27 @@ pub struct Allowed<'p, 'a> {
 
 pub const SENDS_MESSAGES: &str = "messages:send";
 
-/// The ordered checks after the key was found: inactive, expired, IP, signature, scope, sender,
-/// channels. Rate limiting and consuming the signature follow in the runtime, which owns the state.
+/// The ordered checks after the key was found: [`check_key`], then [`check_request`]. Whether a
+/// signature was already used is not known here: the runtime reserves the signature that
+/// `check_key` returns between the two halves (and releases it when a later check refuses), so
+/// a replay still answers `INVALID_SIGNATURE` in its place in the order.
 pub fn verify<'p, 'a>(
     policy: &'p KeyPolicy,
     request: &VerifyRequest<'a>,
     context: &Context,
-    replay: &impl ReplayGuard,
 ) -> Result<Allowed<'p, 'a>, Denial> {
+    let signature = check_key(policy, request, context)?;
+    let channels = check_request(policy, request)?;
+    Ok(Allowed { channels, signature })
+}
+
+/// The checks about the key and the caller: inactive, expired, IP, signature. Returns the
+/// checked signature and its timestamp, to be consumed once.
+pub fn check_key(
+    policy: &KeyPolicy,
+    request: &VerifyRequest<'_>,
+    context: &Context,
+) -> Result<Option<(SignatureBytes, i64)>, Denial> {
     if policy.revoked {
         return Err(Denial::new(Code::ApiKeyInactive, "This API key has been revoked"));
     }
@@ -116,21 +124,28 @@ pub fn verify<'p, 'a>(
             return Err(Denial::new(Code::IpNotAllowed, "The client IP address is not in this key's allowlist"));
         }
     }
-    let signature = match (&policy.signing_secret, &request.signature) {
-        (None, _) => None,
-        (Some(_), None) => {
-            return Err(Denial::new(Code::SignatureRequired, "This API key requires a signed request"));
-        }
+    match (&policy.signing_secret, &request.signature) {
+        (None, _) => Ok(None),
+        (Some(_), None) => Err(Denial::new(Code::SignatureRequired, "This API key requires a signed request")),
         (Some(secret), Some(signed)) => {
             let now = context.now.unix_timestamp();
-            let checked = signing::check(secret, signed, now, context.signature_tolerance_seconds)
-                .map_err(|fault| Denial::new(Code::InvalidSignature, fault.message()))?;
-            if replay.is_replay(&checked.0, checked.1) {
-                return Err(Denial::new(Code::InvalidSignature, signing::SignatureFault::Replayed.message()));
-            }
-            Some(checked)
+            signing::check(secret, signed, now, context.signature_tolerance_seconds)
+                .map(Some)
+                .map_err(|fault| Denial::new(Code::InvalidSignature, fault.message()))
         }
-    };
+    }
+}
+
+/// The refusal of a signature already consumed.
+pub fn replayed() -> Denial {
+    Denial::new(Code::InvalidSignature, signing::SignatureFault::Replayed.message())
+}
+
+/// The checks about what is asked for: scopes, sender, channels. Returns the effective channels.
+pub fn check_request<'p, 'a>(
+    policy: &'p KeyPolicy,
+    request: &VerifyRequest<'a>,
+) -> Result<EffectiveChannels<'p, 'a>, Denial> {
     if let Some(missing) = request.scopes.iter().find(|scope| !policy.grants(scope)) {
         return Err(Denial {
             code: Code::Forbidden,
@@ -140,8 +155,7 @@ pub fn verify<'p, 'a>(
     if request.scopes.iter().any(|scope| scope == SENDS_MESSAGES) {
         sender::check(policy, request.sender)?;
     }
-    let channels = channels::effective(&policy.channels, request.channels)?;
-    Ok(Allowed { channels, signature })
+    channels::effective(&policy.channels, request.channels)
 }
 
 /// `IpNet::contains` that also matches IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`) against IPv4 entries.

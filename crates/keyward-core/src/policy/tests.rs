@@ -124,12 +124,35 @@ const fn deny(code: Code) -> Expect {
     Expect::Deny(code)
 }
 
+/// Answers whether a signature was already consumed, as the runtime's replay store would.
+trait ReplayGuard {
+    fn is_replay(&self, signature: &SignatureBytes, timestamp: i64) -> bool;
+}
+
 struct FixedReplay(bool);
 
 impl ReplayGuard for FixedReplay {
     fn is_replay(&self, _: &SignatureBytes, _: i64) -> bool {
         self.0
     }
+}
+
+/// The whole decision as the runtime composes it: key checks, the replay check in its place,
+/// then the request checks.
+fn verify<'p, 'a>(
+    policy: &'p KeyPolicy,
+    request: &VerifyRequest<'a>,
+    context: &Context,
+    replay: &impl ReplayGuard,
+) -> Result<Allowed<'p, 'a>, Denial> {
+    let signature = check_key(policy, request, context)?;
+    if let Some((bytes, timestamp)) = &signature {
+        if replay.is_replay(bytes, *timestamp) {
+            return Err(replayed());
+        }
+    }
+    let channels = check_request(policy, request)?;
+    Ok(Allowed { channels, signature })
 }
 
 /// The SPEC §5 signature, computed here with `hmac`/`sha2` rather than through `signing::sign`.

@@ -45,6 +45,8 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         store: Arc::new(store),
         master_key,
         clock: clock.clone(),
+        shared: None,
+        node_id: "test".to_owned(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base_url = format!("http://{}", listener.local_addr().expect("addr"));

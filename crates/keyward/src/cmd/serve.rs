@@ -20,7 +20,7 @@ pub async fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<()> {
     boot::load_config(global)?;
     let keyward = boot::keyward(global, true).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(address = %listener.local_addr()?, database = %global.database_url, "keyward is serving");
+    tracing::info!(address = %listener.local_addr()?, database = %boot::redacted_url(&global.database_url), "keyward is serving");
     keyward_server::serve(listener, keyward, shutdown_signal()).await?;
     tracing::info!("stopped; pending last-used times were flushed");
     Ok(())
