@@ -254,6 +254,16 @@ pub fn to_micros(at: OffsetDateTime) -> OffsetDateTime {
     at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000).unwrap_or(at)
 }
 
+/// The first microsecond at or after `at`: an inclusive lower bound at stored precision.
+pub fn ceil_to_micros(at: OffsetDateTime) -> OffsetDateTime {
+    let floor = to_micros(at);
+    if floor == at {
+        at
+    } else {
+        floor + time::Duration::microseconds(1)
+    }
+}
+
 pub fn time_json(at: Option<OffsetDateTime>) -> serde_json::Value {
     at.and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
         .map_or(serde_json::Value::Null, serde_json::Value::String)

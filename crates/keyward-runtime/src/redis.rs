@@ -14,6 +14,8 @@
 //! answer again. Failures are counted (`keyward_redis_errors_total`), the state is a gauge
 //! (`keyward_shared_state_fallback`), and only the transitions are logged, never the URL.
 //!
+//! Needs Redis 6.2 or later (`SET … PXAT`), a single node or a primary; Tokio.
+//!
 //! Start at [`RedisShared::connect`]; each type also has its own `connect`.
 
 use std::fmt;

@@ -353,6 +353,29 @@ async fn an_outage_falls_back_and_recovers() {
     assert!(logs.lines().iter().all(|line| !line.contains("hunter2")));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_times_out_into_fallback() {
+    let server = Throwaway::start().await;
+    let limiter = RedisRateLimiter::connect(&server.url(), 2).await.expect("URL");
+    let quota = Quota::per_second(20);
+    assert_eq!(limiter.take(&fresh_key(), &AtomicU64::new(0), quota, 0).await.limit, 20);
+
+    server.signal("-STOP");
+    let asked = Instant::now();
+    let budget = limiter.take(&fresh_key(), &AtomicU64::new(0), quota, 0).await;
+    assert!(asked.elapsed() < Duration::from_secs(1), "bounded by the call timeout: {:?}", asked.elapsed());
+    assert_eq!((budget.allowed, budget.limit), (true, 10), "answered locally");
+    assert_eq!(limiter.health(), SharedHealth::Fallback);
+
+    server.signal("-CONT");
+    let back = Instant::now();
+    while limiter.health() != SharedHealth::Shared {
+        assert!(back.elapsed() < Duration::from_millis(2500), "not shared again {:?} after Redis woke", back.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(limiter.take(&fresh_key(), &AtomicU64::new(0), quota, 0).await.limit, 20);
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port()
 }
@@ -393,6 +416,12 @@ impl Throwaway {
             assert!(Instant::now() < deadline, "redis-server on port {} did not start", self.port);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().expect("kill(1)");
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     fn kill(&mut self) {

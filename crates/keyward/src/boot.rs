@@ -92,7 +92,8 @@ pub async fn open_store(global: &GlobalArgs) -> anyhow::Result<(Arc<dyn Store>, 
     let url = global.database_url.as_str();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         // The URL may hold a password: errors name the database by scheme only.
-        let store = PostgresStore::connect(url).map_err(|e| UsageError(format!("KEYWARD_DATABASE_URL: {e}")))?;
+        let store = PostgresStore::connect(url)
+            .map_err(|e| UsageError(format!("KEYWARD_DATABASE_URL: {:#}", anyhow::Error::from(e))))?;
         store.migrate().await.context("cannot migrate the PostgreSQL database")?;
         return Ok((Arc::new(store), None));
     }

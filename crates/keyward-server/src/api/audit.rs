@@ -112,8 +112,9 @@ pub async fn list(
         action: short_param("action", query.action)?,
         target_id: short_param("target", query.target)?,
         actor_id: short_param("actor", query.actor)?,
-        since: time_param("since", query.since)?,
-        until: time_param("until", query.until)?,
+        // Bounds at the stored precision (microseconds), so every backend filters alike.
+        since: time_param("since", query.since)?.map(keyward_core::record::ceil_to_micros),
+        until: time_param("until", query.until)?.map(keyward_core::record::to_micros),
     };
     let page = extract::page(query.limit.as_deref(), query.cursor.as_deref())?;
     let paged = access.store().list_audit(&filter, page).await?;

@@ -1,4 +1,7 @@
 //! Black-box tests of the HTTP API: a real server on an ephemeral port over a temporary SQLite file.
+//! `tests/it_postgres` runs these same modules on PostgreSQL.
+
+const BACKEND: support::Backend = support::Backend::Sqlite;
 
 mod audit;
 mod config;

@@ -1,4 +1,5 @@
-//! `spawn_app()`: the real server on 127.0.0.1:0, a fresh SQLite file, a manual clock.
+//! `spawn_app()`: the real server on 127.0.0.1:0, a fresh database (a SQLite file, or a schema of
+//! its own on the real PostgreSQL: see `crate::BACKEND`), a manual clock.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use keyward_runtime::ManualClock;
 use keyward_server::config::Config;
 use keyward_server::{Deps, Keyward};
 use keyward_store::Store;
+use keyward_store_postgres::PostgresStore;
 use keyward_store_sqlite::SqliteStore;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -25,7 +27,85 @@ pub struct TestApp {
     pub keyward: Arc<Keyward>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    _database: TestDatabase,
+}
+
+/// Which backend a test binary runs the HTTP suite on.
+#[allow(dead_code, reason = "each test binary uses one of them")]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of one test, removed when the test ends.
+enum TestDatabase {
+    Sqlite(#[allow(dead_code, reason = "kept for its Drop")] tempfile::TempDir),
+    Postgres { schema: String },
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Self::Postgres { schema } = self {
+            // Not on this thread: the test's server may still hold a lock in the schema, and its
+            // tasks run on this very thread. Whatever a finished process leaves, the next run drops.
+            let sql = format!("SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE");
+            std::thread::spawn(move || drop_schemas(&sql));
+        }
+    }
+}
+
+fn drop_schemas(sql: &str) {
+    let _ = std::process::Command::new("psql").args([&postgres_server_url("test"), "-qc", sql]).output();
+}
+
+/// Drops the schemas of earlier runs whose process has ended.
+fn drop_schemas_of_finished_runs() {
+    let listed = std::process::Command::new("psql")
+        .args([&postgres_server_url("test"), "-tAc", "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'it\\_%'"])
+        .output();
+    let Ok(listed) = listed else { return };
+    for schema in String::from_utf8_lossy(&listed.stdout).lines() {
+        let pid = schema.split('_').nth(1).and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            drop_schemas(&format!("SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE"));
+        }
+    }
+}
+
+fn postgres_server_url(database: &str) -> String {
+    let server = std::env::var("KEYWARD_TEST_POSTGRES_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned());
+    format!("{server}/{database}")
+}
+
+/// A fresh, migrated store on the backend of this test binary.
+async fn fresh_store() -> (Arc<dyn Store>, TestDatabase) {
+    match crate::BACKEND {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store =
+                SqliteStore::open(dir.path().join("keyward.db").to_str().expect("utf-8 path")).expect("open store");
+            store.migrate().await.expect("migrate");
+            (Arc::new(store), TestDatabase::Sqlite(dir))
+        }
+        Backend::Postgres => {
+            // A schema per test: creating one is instant, where a database takes a second.
+            static CLEANED: std::sync::Once = std::sync::Once::new();
+            CLEANED.call_once(drop_schemas_of_finished_runs);
+            static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let schema = format!("it_{}_{n}_{}", std::process::id(), rand::random::<u32>());
+            let created = std::process::Command::new("psql")
+                .args([&postgres_server_url("test"), "-qc", &format!("CREATE SCHEMA {schema}")])
+                .output()
+                .expect("psql runs");
+            assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+            let url = format!("{}?options=-csearch_path%3D{schema}", postgres_server_url("test"));
+            let store = PostgresStore::connect(&url).expect("connect");
+            store.migrate().await.expect("migrate");
+            (Arc::new(store), TestDatabase::Postgres { schema })
+        }
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -33,16 +113,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(config: Config) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(dir.path().join("keyward.db").to_str().expect("utf-8 path")).expect("open store");
-    store.migrate().await.expect("migrate");
+    let (store, database) = fresh_store().await;
     let master_key = MasterKey::generate(&mut rand::rngs::OsRng);
     let operator_token = format!("kwop_test_{}", keyward_core::base62::random_string(&mut rand::rngs::OsRng, 32));
     let clock = Arc::new(ManualClock::new(START));
     let keyward = Keyward::new(Deps {
         operator_token_hash: master_key.pepper().hash(&operator_token),
         config,
-        store: Arc::new(store),
+        store,
         master_key,
         clock: clock.clone(),
         shared: None,
@@ -72,7 +150,7 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
         keyward,
         shutdown: Some(shutdown),
         server: Some(server),
-        _dir: dir,
+        _database: database,
     }
 }
 
