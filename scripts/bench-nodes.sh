@@ -28,15 +28,18 @@ wait_up() { for _ in $(seq 1 150); do curl -fs -o /dev/null --max-time 1 "$1" &&
 psql "$POSTGRES/postgres" -qc "CREATE DATABASE $DB"
 TOKEN=kwop_bench_$(head -c12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 MASTER=$(head -c32 /dev/urandom | base64)
-start() { # port database [redis]
+start() { # port database [redis]; sets STARTED to the server's pid
   env KEYWARD_OPERATOR_TOKEN="$TOKEN" KEYWARD_MASTER_KEY="$MASTER" ${3:+KEYWARD_REDIS_URL=$3} \
     "$KW_BIN" serve --listen "127.0.0.1:$1" --database "$2" > "$BENCH_DIR/keyward-$1.log" 2>&1 &
-  PIDS="$PIDS $!"; echo $!
+  STARTED=$!; PIDS="$PIDS $STARTED"
 }
-SQ=$(start 18091 "sqlite://$work/k.db")
-PL=$(start 18092 "$POSTGRES/$DB")
-wait_up http://127.0.0.1:18092/healthz
-PR=$(start 18093 "$POSTGRES/$DB" "$REDIS")
+for port in 18091 18092 18093; do
+  if curl -fs -o /dev/null --max-time 1 "http://127.0.0.1:$port/healthz"; then echo "port $port is taken" >&2; exit 1; fi
+done
+start 18091 "sqlite://$work/k.db"; SQ=$STARTED
+start 18092 "$POSTGRES/$DB"; PL=$STARTED
+wait_up http://127.0.0.1:18092/healthz   # migrated before the second node on the database starts
+start 18093 "$POSTGRES/$DB" "$REDIS"; PR=$STARTED
 for port in 18091 18092 18093; do wait_up "http://127.0.0.1:$port/healthz"; done
 python3 "$BENCH/make_keys.py" 18091 "$TOKEN" "$KW_NKEYS" "$BENCH_DIR/sqlite-keys.txt"
 python3 "$BENCH/make_keys.py" 18092 "$TOKEN" "$KW_NKEYS" "$BENCH_DIR/pg-keys.txt"

@@ -44,38 +44,45 @@ pub const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// once. The script is told it rather than assuming it.
 const WINDOW_NS: u64 = 1_000_000_000;
 
-/// One GCRA step, atomically, on Redis's clock.
+/// One GCRA step for each of a batch of keys, atomically, on Redis's clock (one `TIME` for the
+/// batch; a key twice in one batch is stepped twice, in order).
 ///
-/// `KEYS[1]` holds the theoretical arrival time (TAT) as decimal Unix nanoseconds. Lua numbers
+/// Each `KEYS[i]` holds the theoretical arrival time (TAT) as decimal Unix nanoseconds. Lua numbers
 /// are doubles, exact only below 2^53, so the TAT is split into seconds and nanoseconds and the
 /// arithmetic is done relative to now, where every figure is below a few seconds of nanoseconds.
-/// `ARGV[1]` is the emission interval, `ARGV[2]` the window, both in nanoseconds. Returns
-/// `{allowed, tat - now}` (the latter clamped at 0, before the step): the caller computes the
+/// `ARGV[1]` is the window and `ARGV[i + 1]` the emission interval of `KEYS[i]`, in nanoseconds.
+/// Returns `{allowed, tat - now}` for each key in turn (the latter clamped at 0, before the step): the caller computes the
 /// figures with `keyward_core::ratelimit::check` on that shifted axis, so the maths lives once.
 /// An accepted step stores the new TAT and expires the key when the bucket is full again.
 const GCRA_LUA: &str = r"
 local now = redis.call('TIME')
 local now_s = tonumber(now[1])
 local now_n = tonumber(now[2]) * 1000
-local interval = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local rel = 0
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  local tat_s = tonumber(string.sub(stored, 1, -10)) or 0
-  local tat_n = tonumber(string.sub(stored, -9)) or 0
-  rel = (tat_s - now_s) * 1000000000 + (tat_n - now_n)
-  if rel < 0 then rel = 0 end
+local window = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[i + 1])
+  local rel = 0
+  local stored = redis.call('GET', key)
+  if stored then
+    local tat_s = tonumber(string.sub(stored, 1, -10)) or 0
+    local tat_n = tonumber(string.sub(stored, -9)) or 0
+    rel = (tat_s - now_s) * 1000000000 + (tat_n - now_n)
+    if rel < 0 then rel = 0 end
+  end
+  local new_rel = rel + interval
+  if new_rel > window then
+    out[2 * i - 1] = 0
+  else
+    local total = now_n + new_rel
+    local new_s = now_s + math.floor(total / 1000000000)
+    local new_n = total % 1000000000
+    redis.call('SET', key, string.format('%.0f%09d', new_s, new_n), 'PX', math.max(1, math.ceil(new_rel / 1000000)))
+    out[2 * i - 1] = 1
+  end
+  out[2 * i] = rel
 end
-local new_rel = rel + interval
-if new_rel > window then
-  return {0, rel}
-end
-local total = now_n + new_rel
-local new_s = now_s + math.floor(total / 1000000000)
-local new_n = total % 1000000000
-redis.call('SET', KEYS[1], string.format('%.0f%09d', new_s, new_n), 'PX', math.max(1, math.ceil(new_rel / 1000000)))
-return {1, rel}
+return out
 ";
 
 /// The Redis URL could not be used. Carries the driver's reason, never the URL (it may hold a
@@ -132,11 +139,9 @@ impl RedisShared {
     /// A limiter on this connection; while Redis is unreachable each key gets `limit / nodes`
     /// on this node.
     pub fn rate_limiter(&self, nodes: u32) -> RedisRateLimiter {
-        RedisRateLimiter {
-            link: Arc::clone(&self.link),
-            script: Script::new(GCRA_LUA),
-            fallback: LocalRateLimiter::share(nodes),
-        }
+        let (queue, queued) = tokio::sync::mpsc::channel(MAX_QUEUED);
+        tokio::spawn(run_batches(Arc::clone(&self.link), queued));
+        RedisRateLimiter { link: Arc::clone(&self.link), queue, fallback: LocalRateLimiter::share(nodes) }
     }
 
     /// A replay store on this connection, for signatures valid `tolerance_seconds` either side
@@ -162,10 +167,74 @@ impl fmt::Debug for RedisShared {
 }
 
 /// Per-key GCRA budgets shared by every node through Redis.
+///
+/// Requests are batched: a queue collects the takes that arrive while earlier batches are in
+/// flight, and one script call steps them all. One Redis call per verification would cost Redis
+/// more CPU per request than the verification itself; batching keeps one node at close to its
+/// local-limit throughput, and adds no wait when the node is idle (a lone take is a batch of one).
 pub struct RedisRateLimiter {
     link: Arc<Link>,
-    script: Script,
+    queue: tokio::sync::mpsc::Sender<Take>,
     fallback: LocalRateLimiter,
+}
+
+/// One queued take: the Redis key, the key's emission interval, and where the answer goes
+/// (`None`: Redis failed, answer locally).
+struct Take {
+    key: String,
+    interval_ns: u64,
+    answer: tokio::sync::oneshot::Sender<Option<(i64, i64)>>,
+}
+
+/// The most takes one script call steps.
+const MAX_BATCH: usize = 256;
+/// Script calls in flight at once on the connection.
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
+/// Takes waiting for a batch; past this a take is answered locally rather than queued.
+const MAX_QUEUED: usize = 8_192;
+
+/// Gathers queued takes into batches: [`MAX_BATCHES_IN_FLIGHT`] workers, each taking whatever
+/// is queued (up to [`MAX_BATCH`]) and stepping it in one script call. They end when the limiter
+/// (the only sender) is dropped.
+async fn run_batches(link: Arc<Link>, queue: tokio::sync::mpsc::Receiver<Take>) {
+    let script = Arc::new(Script::new(GCRA_LUA));
+    let queue = Arc::new(tokio::sync::Mutex::new(queue));
+    let workers: Vec<_> = (0..MAX_BATCHES_IN_FLIGHT)
+        .map(|_| {
+            let (link, script, queue) = (Arc::clone(&link), Arc::clone(&script), Arc::clone(&queue));
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                loop {
+                    // The lock is held only while waiting for takes, not during the call.
+                    if queue.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                        return;
+                    }
+                    step_batch(&link, &script, &mut batch).await;
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.await;
+    }
+}
+
+async fn step_batch(link: &Link, script: &Script, takes: &mut Vec<Take>) {
+    let answers = match link.usable() {
+        Some(mut conn) => {
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(WINDOW_NS);
+            for take in takes.iter() {
+                invocation.key(take.key.as_str()).arg(take.interval_ns);
+            }
+            link.call(invocation.invoke_async::<Vec<i64>>(&mut conn)).await.filter(|flat| flat.len() == 2 * takes.len())
+        }
+        None => None,
+    };
+    for (n, take) in takes.drain(..).enumerate() {
+        let answer = answers.as_ref().map(|flat| (flat[2 * n], flat[2 * n + 1]));
+        let _ = take.answer.send(answer);
+    }
 }
 
 impl RedisRateLimiter {
@@ -174,29 +243,25 @@ impl RedisRateLimiter {
         Ok(RedisShared::connect(url).await?.rate_limiter(nodes))
     }
 
-    async fn take_shared(
-        &self,
-        mut conn: ConnectionManager,
-        key: &KeyId,
-        cell: &AtomicU64,
-        quota: Quota,
-        now_ns: u64,
-    ) -> Budget {
-        let mut invocation = self.script.key(rate_key(key));
-        invocation.arg(emission_interval_ns(quota)).arg(WINDOW_NS);
-        match self.link.call(invocation.invoke_async::<(i64, i64)>(&mut conn)).await {
-            Some((allowed, tat_after_now_ns)) => shared_budget(quota, allowed == 1, tat_after_now_ns),
-            None => self.fallback.take_now(cell, quota, now_ns),
+    async fn take_shared(&self, key: &KeyId, cell: &AtomicU64, quota: Quota, now_ns: u64) -> Budget {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let take = Take { key: rate_key(key), interval_ns: emission_interval_ns(quota), answer };
+        if self.queue.try_send(take).is_ok() {
+            if let Ok(Some((allowed, tat_after_now_ns))) = answered.await {
+                return shared_budget(quota, allowed == 1, tat_after_now_ns);
+            }
         }
+        // Redis failed (the link is now in fallback), or the queue is full: answer locally.
+        self.fallback.take_now(cell, quota, now_ns)
     }
 }
 
 impl RateLimiter for RedisRateLimiter {
     /// `now_ns` is used only when answering locally: Redis steps on its own clock.
     fn take<'a>(&'a self, key: &'a KeyId, cell: &'a AtomicU64, quota: Quota, now_ns: u64) -> Pending<'a, Budget> {
-        match self.link.usable() {
-            Some(conn) => Pending::Wait(Box::pin(self.take_shared(conn, key, cell, quota, now_ns))),
-            None => Pending::ready(self.fallback.take_now(cell, quota, now_ns)),
+        match self.link.health() {
+            SharedHealth::Fallback => Pending::ready(self.fallback.take_now(cell, quota, now_ns)),
+            _ => Pending::Wait(Box::pin(self.take_shared(key, cell, quota, now_ns))),
         }
     }
 
@@ -244,6 +309,10 @@ impl RedisReplayStore {
         signature: &SignatureBytes,
         timestamp: i64,
     ) -> Result<bool, ReplayUnavailable> {
+        // Consumed on this node while Redis was down (local fallback): Redis never saw it.
+        if self.fallback.contains_now(signature) {
+            return Ok(false);
+        }
         // PXAT puts the expiry on Redis's clock too (no clock read here); one already in the
         // past stores nothing and still answers OK, like a 1 ms expiry would.
         let mut set = redis::cmd("SET");

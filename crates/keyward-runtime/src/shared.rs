@@ -209,6 +209,11 @@ impl LocalReplayStore {
         true
     }
 
+    /// Whether the signature is remembered here (consumed and still in the window).
+    pub fn contains_now(&self, signature: &SignatureBytes) -> bool {
+        self.shard(signature).lock().contains_key(signature)
+    }
+
     pub fn release_now(&self, signature: &SignatureBytes) {
         self.shard(signature).lock().remove(signature);
     }

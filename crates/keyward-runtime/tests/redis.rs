@@ -322,6 +322,8 @@ async fn an_outage_falls_back_and_recovers() {
     assert_eq!(local.health(), SharedHealth::Fallback);
     local.release(&signature).await;
     assert_eq!(local.reserve(&signature, now_unix()).await, Ok(true), "released locally");
+    let consumed_in_outage = fresh_signature();
+    assert_eq!(local.reserve(&consumed_in_outage, now_unix()).await, Ok(true));
 
     server.restart().await;
     let back = Instant::now();
@@ -345,6 +347,11 @@ async fn an_outage_falls_back_and_recovers() {
     assert!(!more[10].allowed);
     assert_eq!(refuse.reserve(&signature, now_unix()).await, Ok(true));
     assert_eq!(local.reserve(&signature, now_unix()).await, Ok(false), "the shared store again");
+    assert_eq!(
+        local.reserve(&consumed_in_outage, now_unix()).await,
+        Ok(false),
+        "a signature consumed during the outage stays consumed, though Redis never saw it"
+    );
 
     // One warning when each link (`shared`, and `local`'s own) went down, one notice when it came
     // back: not one per failed request or probe.

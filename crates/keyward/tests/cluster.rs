@@ -182,6 +182,10 @@ impl Node {
         answer["code"].as_str().unwrap_or("NO_ANSWER").to_owned()
     }
 
+    fn metrics(&self) -> String {
+        client().get(format!("{}/metrics", self.base_url)).send().expect("metrics").text().expect("text")
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -338,6 +342,10 @@ fn a_dropped_listener_reconnects_and_no_revoked_key_outlives_the_staleness_bound
     }
     let warned = b.log.lock().unwrap().iter().any(|line| line.contains("change notifications lost"));
     assert!(warned, "the lost listener is logged");
+    let metrics = b.metrics();
+    for name in ["keyward_feed_lag_seconds", "keyward_invalidations_received_total"] {
+        assert!(metrics.contains(name), "/metrics has {name}:\n{metrics}");
+    }
 }
 
 /// A `redis-server` of this test's own, on a free port.
@@ -421,6 +429,9 @@ fn with_redis_down_limits_fall_back_to_a_share_and_signatures_are_refused_until_
     });
     assert!(fallen.is_some(), "readyz shows the fallback: {}", a.readyz().1);
     assert_eq!(a.readyz().0, 200, "a node on its fallback still serves");
+    let metrics = a.metrics();
+    assert!(metrics.contains("keyward_shared_state_fallback 1"), "{metrics}");
+    assert!(metrics.contains("keyward_redis_errors_total"), "{metrics}");
     std::thread::sleep(Duration::from_millis(1_100)); // let the key's budget refill
     let alone = burst(&a, &key, 15);
     assert!((10..=12).contains(&alone), "Redis down: each of 2 nodes grants 20 / 2 at once, got {alone}");
