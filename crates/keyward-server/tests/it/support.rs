@@ -91,8 +91,8 @@ async fn fresh_store() -> (Arc<dyn Store>, TestDatabase) {
         Backend::Postgres => {
             // A schema per test: creating one is instant, where a database takes a second.
             static CLEANED: std::sync::Once = std::sync::Once::new();
-            CLEANED.call_once(drop_schemas_of_finished_runs);
             static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            CLEANED.call_once(drop_schemas_of_finished_runs);
             let n = CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let schema = format!("it_{}_{n}_{}", std::process::id(), rand::random::<u32>());
             let created = std::process::Command::new("psql")
