@@ -25,11 +25,15 @@ pub enum Code {
     SenderNotAllowed,
     ChannelScopeViolation,
     RateLimited,
+    /// Gateway: the upstream refused the connection or failed mid-answer.
+    UpstreamUnavailable,
+    /// Gateway: the upstream did not connect or answer in time.
+    UpstreamTimeout,
 }
 
 impl Code {
     /// Every code, for tables such as the metrics registry.
-    pub const ALL: [Code; 22] = [
+    pub const ALL: [Code; 24] = [
         Code::Valid,
         Code::ValidationFailed,
         Code::Unauthenticated,
@@ -52,6 +56,8 @@ impl Code {
         Code::SenderNotAllowed,
         Code::ChannelScopeViolation,
         Code::RateLimited,
+        Code::UpstreamUnavailable,
+        Code::UpstreamTimeout,
     ];
 
     /// (code string, HTTP status, title). `API_KEY_INACTIVE` is 409 when editing a revoked key
@@ -80,6 +86,8 @@ impl Code {
             Code::SenderNotAllowed => ("SENDER_NOT_ALLOWED", 403, "Sender not allowed"),
             Code::ChannelScopeViolation => ("CHANNEL_SCOPE_VIOLATION", 403, "Channel scope violation"),
             Code::RateLimited => ("RATE_LIMITED", 429, "Rate limited"),
+            Code::UpstreamUnavailable => ("UPSTREAM_UNAVAILABLE", 502, "Upstream unavailable"),
+            Code::UpstreamTimeout => ("UPSTREAM_TIMEOUT", 504, "Upstream timed out"),
         }
     }
 

@@ -58,16 +58,17 @@ pub struct RateInfo {
     pub reset_ms: u64,
 }
 
-/// A refusal, with `retry_after_ms` for `RATE_LIMITED`.
+/// A refusal, with `retry_after_ms` and the key's budget for `RATE_LIMITED`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyFailure {
     pub denial: Denial,
     pub retry_after_ms: Option<u64>,
+    pub rate: Option<RateInfo>,
 }
 
 impl From<Denial> for VerifyFailure {
     fn from(denial: Denial) -> Self {
-        Self { denial, retry_after_ms: None }
+        Self { denial, retry_after_ms: None, rate: None }
     }
 }
 
@@ -209,6 +210,7 @@ impl Verifier {
             return answer(Outcome::Invalid(VerifyFailure {
                 denial: Denial::new(Code::RateLimited, "This API key is over its rate limit"),
                 retry_after_ms: Some(budget.retry_after_ms),
+                rate: Some(RateInfo { limit: budget.limit, remaining: 0, reset_ms: budget.reset_ms }),
             }));
         }
         let rate = RateInfo { limit: budget.limit, remaining: budget.remaining, reset_ms: budget.reset_ms };

@@ -26,7 +26,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::problem::{problem_response, ApiError};
 use crate::telemetry::{self, VerifyMetrics};
 use crate::throttle::LoginThrottle;
-use crate::{console, openapi, verify};
+use crate::{console, gateway, openapi, verify};
 
 /// What the binary hands the server.
 #[derive(Debug)]
@@ -97,6 +97,7 @@ impl Keyward {
 pub fn build_app(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/verify", post(verify::verify))
+        .route("/v1/authorize", get(gateway::authorize::authorize))
         .route("/v1/orgs", post(orgs::create))
         .route("/v1/orgs/{org}/phone-numbers", post(orgs::add_phone_number).get(orgs::list_phone_numbers))
         .route("/v1/orgs/{org}/channels", post(orgs::add_channel).get(orgs::list_channels))

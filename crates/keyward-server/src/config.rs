@@ -7,6 +7,8 @@ use keyward_core::key::{KeyFormat, KeyPrefix};
 use keyward_core::validate::Catalogue;
 use serde::Deserialize;
 
+use crate::gateway::routes::{GatewayConfig, RawGateway};
+
 /// The file as written. Unknown fields are errors: a typo must not silently fall back to a default.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,8 +25,8 @@ struct RawConfig {
     nodes: Option<u32>,
     cache_max_staleness_seconds: Option<u64>,
     replay_fallback: Option<String>,
-    /// Gateway mode is configured here but served by a later part; accepted, not yet used.
-    gateway: Option<toml::Value>,
+    /// Gateway mode (SPEC §6); spanned so its errors can name their line.
+    gateway: Option<toml::Spanned<RawGateway>>,
 }
 
 /// Validated configuration.
@@ -44,6 +46,8 @@ pub struct Config {
     pub cache_max_staleness: std::time::Duration,
     /// Redis down: refuse signed requests (503), or check replays on this node only.
     pub replay_fallback: ReplayFallback,
+    /// The `[gateway]` section, when the config file has one: `serve` then also runs the gateway.
+    pub gateway: Option<GatewayConfig>,
 }
 
 /// What a node does with signed requests while the shared replay store is unreachable.
@@ -57,7 +61,7 @@ pub enum ReplayFallback {
 
 impl Default for Config {
     fn default() -> Self {
-        Self::from_raw(RawConfig::default()).expect("the built-in defaults are valid")
+        Self::from_raw(RawConfig::default(), "").expect("the built-in defaults are valid")
     }
 }
 
@@ -75,13 +79,14 @@ impl Config {
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(1, |span| text[..span.start.min(text.len())].lines().count().max(1));
+            let line = e.span().map_or(1, |span| line_at(text, span.start));
             ConfigError(format!("line {line}: {}", e.message().trim()))
         })?;
-        Self::from_raw(raw).map_err(ConfigError)
+        Self::from_raw(raw, text).map_err(ConfigError)
     }
 
-    fn from_raw(raw: RawConfig) -> Result<Self, String> {
+    /// `text` is the file `raw` was parsed from, so `[gateway]` errors can name their line.
+    fn from_raw(raw: RawConfig, text: &str) -> Result<Self, String> {
         let prefix = match raw.key_prefix {
             Some(text) => KeyPrefix::parse(&text)?,
             None => KeyPrefix::default(),
@@ -114,7 +119,7 @@ impl Config {
                     .ok_or_else(|| format!("trusted_proxies: {entry:?} is not an IP address or CIDR range"))
             })
             .collect::<Result<_, _>>()?;
-        let _ = raw.gateway;
+        let gateway = raw.gateway.map(|section| GatewayConfig::from_raw(section, &catalogue, text)).transpose()?;
         let nodes = raw.nodes.unwrap_or(1);
         if !(1..=1000).contains(&nodes) {
             return Err("nodes must be between 1 and 1000".to_owned());
@@ -140,8 +145,16 @@ impl Config {
             nodes,
             cache_max_staleness: std::time::Duration::from_secs(staleness),
             replay_fallback,
+            gateway,
         })
     }
+}
+
+/// The 1-based line of a byte offset into `text` (an offset at a line's start is on that line).
+pub(crate) fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    // n newlines before the offset split the text before it into n + 1 lines.
+    text.as_bytes()[..end].split(|&b| b == b'\n').count()
 }
 
 fn header_name(field: &str, value: Option<String>, default: &str) -> Result<String, String> {

@@ -3,12 +3,14 @@
 //! It is not the domain (keyward-core) nor storage (keyward-store-*): handlers stay thin.
 //! Start reading at [`app::build_app`], the route table.
 
+pub mod answer;
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod console;
 pub mod extract;
+pub mod gateway;
 mod manage;
 pub mod net;
 pub mod openapi;

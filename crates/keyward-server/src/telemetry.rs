@@ -92,6 +92,11 @@ pub fn trace_id(headers: &HeaderMap) -> String {
         .map_or_else(new_trace_id, str::to_owned)
 }
 
+/// The trace id of a well-formed W3C `traceparent`, if it is one.
+pub fn valid_traceparent(value: Option<&str>) -> Option<&str> {
+    value.and_then(parse_traceparent)
+}
+
 fn parse_traceparent(value: &str) -> Option<&str> {
     let mut parts = value.trim().split('-');
     let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);

@@ -195,12 +195,22 @@ fn bad_flags_and_bad_config_exit_2_with_one_line_and_write_nothing() {
     std::fs::write(dir.path().join("bad.toml"), "key_prefix = \"kw\"\n\ndefault_rate_limit = \"fast\"\n").unwrap();
     std::fs::write(dir.path().join("typo.toml"), "key_prefx = \"kw\"\n").unwrap();
     std::fs::write(dir.path().join("prefix.toml"), "key_prefix = \"Bad_Prefix\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("routes.toml"),
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:9000\"\n\n\
+         [[gateway.routes]]\nmethod = \"POST\"\npath = \"/v1/messages\"\nscopes = [\"messages:sendd\"]\n",
+    )
+    .unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["serve", "--bogus"], "--bogus"),
         (vec!["serve", "--listen", "nowhere"], "nowhere"),
         (vec!["--config", "bad.toml", "serve"], "line 3"),
         (vec!["--config", "typo.toml", "serve"], "key_prefx"),
         (vec!["--config", "prefix.toml", "serve"], "key_prefix"),
+        (
+            vec!["--config", "routes.toml", "serve"],
+            "routes.toml: line 8: gateway route POST /v1/messages: unknown scope",
+        ),
         (vec!["--config", "missing.toml", "migrate"], "missing.toml"),
         (vec!["keys", "create", "--org", "org_x"], "--name"),
         (vec!["keys", "list", "--org", "org_x", "--limit", "500"], "500"),
@@ -213,7 +223,7 @@ fn bad_flags_and_bad_config_exit_2_with_one_line_and_write_nothing() {
         assert!(stderr.contains(mentions), "{args:?} should mention {mentions}: {stderr}");
     }
     let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(written.len(), 3, "nothing written: {written:?}");
+    assert_eq!(written.len(), 4, "nothing written: {written:?}");
 }
 
 #[test]

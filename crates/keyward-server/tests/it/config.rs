@@ -66,6 +66,7 @@ fn bad_config_files_name_the_line_and_the_reason() {
         assert!(error.contains(mentions), "{text:?} → {error}");
         assert_eq!(error.lines().count(), 1, "{error}");
     }
-    let gateway = Config::from_toml("[gateway]\nlisten = \"127.0.0.1:8443\"\n");
-    assert!(gateway.is_ok(), "the [gateway] section is accepted");
+    // A [gateway] section keyward cannot serve stops the start instead of being ignored.
+    let gateway = Config::from_toml("[gateway]\nlisten = \"127.0.0.1:8443\"\n").unwrap_err().to_string();
+    assert!(gateway.contains("upstream"), "{gateway}");
 }

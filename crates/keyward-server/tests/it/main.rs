@@ -6,6 +6,7 @@ const BACKEND: support::Backend = support::Backend::Sqlite;
 mod audit;
 mod config;
 mod delegation;
+mod gateway;
 mod keys;
 mod session;
 mod support;

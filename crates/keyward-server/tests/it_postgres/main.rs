@@ -9,6 +9,8 @@ mod audit;
 mod config;
 #[path = "../it/delegation.rs"]
 mod delegation;
+#[path = "../it/gateway.rs"]
+mod gateway;
 #[path = "../it/keys.rs"]
 mod keys;
 #[path = "../it/session.rs"]

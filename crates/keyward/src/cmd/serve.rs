@@ -20,10 +20,41 @@ pub async fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<()> {
     boot::load_config(global)?;
     let keyward = boot::keyward(global, true).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    // Both listeners stop on the same signal.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let gateway = match keyward.config.gateway.clone() {
+        Some(config) => {
+            let address = config.listen;
+            let gateway_listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on the gateway address {address}"))?;
+            tracing::info!(
+                gateway_address = %gateway_listener.local_addr()?,
+                upstream = %config.upstream.authority,
+                routes = config.routes.len(),
+                "keyward gateway is serving"
+            );
+            let gateway = keyward_server::gateway::proxy::Gateway::new(keyward.clone(), config);
+            Some(tokio::spawn(keyward_server::gateway::proxy::serve(gateway_listener, gateway, until(stopped.clone()))))
+        }
+        None => None,
+    };
     tracing::info!(address = %listener.local_addr()?, database = %boot::redacted_url(&global.database_url), "keyward is serving");
-    keyward_server::serve(listener, keyward, shutdown_signal()).await?;
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    keyward_server::serve(listener, keyward, until(stopped)).await?;
+    if let Some(gateway) = gateway {
+        gateway.await.context("the gateway task failed")?.context("the gateway failed")?;
+    }
     tracing::info!("stopped; pending last-used times were flushed");
     Ok(())
+}
+
+/// Resolves once `stopped` turns true.
+async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// SIGINT or SIGTERM.
