@@ -10,7 +10,7 @@ use crate::verify;
 #[openapi(
     info(title = "keyward", description = "Issue, scope, restrict, sign, rate-limit, verify and revoke API keys."),
     paths(
-        verify::verify,
+        verify::verify, crate::gateway::authorize::authorize,
         orgs::create, orgs::add_phone_number, orgs::list_phone_numbers, orgs::add_channel, orgs::list_channels,
         keys::create, keys::list, keys::get, keys::update, keys::revoke, keys::roll, keys::lookup,
         members::add, members::list, members::remove, session::create, session::delete, audit::list,

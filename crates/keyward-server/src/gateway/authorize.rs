@@ -34,6 +34,21 @@ fn original(request: &Parts) -> (Cow<'_, str>, Cow<'_, str>) {
     (method, uri)
 }
 
+/// The gateway's decision for a forward-auth proxy: 200 with `X-Keyward-Key-Id`, `-Org-Id` and
+/// `-Channels`, or the refusal's status as problem+json. The key comes in `Authorization: Bearer`
+/// or `X-API-Key`; the original request in `X-Original-Method`/`X-Original-URI` (nginx) or
+/// `X-Forwarded-Method`/`X-Forwarded-Uri` (Traefik).
+#[utoipa::path(get, path = "/v1/authorize", tag = "verify", security(()),
+    params(
+        ("X-Original-Method" = Option<String>, Header, description = "The original request's method (nginx)"),
+        ("X-Original-URI" = Option<String>, Header, description = "The original request target (nginx)"),
+        ("X-Forwarded-Method" = Option<String>, Header, description = "The original request's method (Traefik)"),
+        ("X-Forwarded-Uri" = Option<String>, Header, description = "The original request target (Traefik)"),
+        ("X-Keyward-Body-SHA256" = Option<String>, Header, description = "Hex SHA-256 of the original body, from a trusted proxy only"),
+    ),
+    responses((status = 200, description = "Allowed: the identity is in the X-Keyward-* headers"),
+              (status = 401, body = crate::problem::Problem), (status = 403, body = crate::problem::Problem),
+              (status = 429, body = crate::problem::Problem)))]
 pub async fn authorize(State(state): State<AppState>, request: Request) -> Response {
     // The body is never read: only what the proxy sent in headers counts.
     let (parts, _body) = request.into_parts();
