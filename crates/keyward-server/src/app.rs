@@ -137,10 +137,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let background = state.verifier.start_background().await?;
+    // Histogram samples wait in the recorder until drained: drain them on a schedule, not only
+    // when someone scrapes /metrics, so a node nobody scrapes does not grow without bound.
+    let upkeep = tokio::spawn(async {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            telemetry::prometheus().run_upkeep();
+        }
+    });
     let app = build_app(state);
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await?;
+    upkeep.abort();
     background.shutdown().await;
     Ok(())
 }

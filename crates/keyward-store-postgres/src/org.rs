@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use keyward_core::ids::{ChannelId, KeyId, MemberId, OrgId, PhoneNumberId};
 use keyward_core::record::KeyRecord;
 use keyward_store::{
-    rules, AuditFilter, AuditRecord, ChannelRecord, Cursor, KeyFilter, KeyWrite, MemberRecord, NewAuditEvent, OrgStore,
-    Page, Paged, PhoneNumberRecord, StatusFilter, StoreError, StoreResult,
+    rules, AuditFilter, AuditRecord, ChannelRecord, KeyFilter, KeyWrite, MemberRecord, NewAuditEvent, OrgStore, Page,
+    Paged, PhoneNumberRecord, StatusFilter, StoreError, StoreResult,
 };
 use tokio_postgres::Row;
 
@@ -78,27 +78,6 @@ fn check_org(org_id: &OrgId, record_org: &OrgId) -> DbResult<()> {
     }
 }
 
-/// Newest first, `limit` items after the cursor: callers fetch `limit + 1` rows, and the extra
-/// one only says that there is a next page.
-fn paged<T>(mut rows: Vec<(i64, T)>, limit: usize) -> Paged<T> {
-    let next = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|(seq, _)| Cursor(*seq))
-    } else {
-        None
-    };
-    Paged { items: rows.into_iter().map(|(_, item)| item).collect(), next }
-}
-
-/// The page size (at least one, or a client could loop forever on an empty page), the exclusive
-/// upper bound of `seq`, and how many rows to fetch.
-fn page_bounds(page: Page) -> (usize, i64, i64) {
-    let limit = page.limit.max(1);
-    let cursor = page.cursor.map_or(i64::MAX, |cursor| cursor.0);
-    // u32 always fits in usize and i64 on the platforms we build for.
-    (usize::try_from(limit).unwrap_or(usize::MAX), cursor, i64::from(limit) + 1)
-}
-
 #[async_trait]
 impl OrgStore for PostgresOrgStore<'_> {
     fn org_id(&self) -> &OrgId {
@@ -166,7 +145,8 @@ impl OrgStore for PostgresOrgStore<'_> {
     }
 
     async fn list_keys(&self, filter: &KeyFilter, page: Page) -> StoreResult<Paged<KeyRecord>> {
-        let (limit, before, fetch) = page_bounds(page);
+        let bounds = page.bounds();
+        let (before, fetch) = (bounds.before, bounds.fetch);
         let status = filter.status.map(|status| match status {
             StatusFilter::Active => "active",
             StatusFilter::Revoked => "revoked",
@@ -196,7 +176,7 @@ impl OrgStore for PostgresOrgStore<'_> {
             .iter()
             .map(|row| Ok((get(row, "api_keys", "seq")?, key_from_row(row)?)))
             .collect::<DbResult<Vec<_>>>()?;
-        Ok(paged(keys, limit))
+        Ok(Paged::from_rows(keys, bounds))
     }
 
     async fn write_key(&self, write: &KeyWrite<'_>) -> StoreResult<bool> {
@@ -289,7 +269,8 @@ impl OrgStore for PostgresOrgStore<'_> {
     }
 
     async fn list_audit(&self, filter: &AuditFilter, page: Page) -> StoreResult<Paged<AuditRecord>> {
-        let (limit, before, fetch) = page_bounds(page);
+        let bounds = page.bounds();
+        let (before, fetch) = (bounds.before, bounds.fetch);
         let client = self.store.client().await?;
         let rows = client
             .rows(
@@ -318,7 +299,7 @@ impl OrgStore for PostgresOrgStore<'_> {
             .iter()
             .map(|row| Ok((get(row, "audit_events", "seq")?, event_from_row(row)?)))
             .collect::<DbResult<Vec<_>>>()?;
-        Ok(paged(events, limit))
+        Ok(Paged::from_rows(events, bounds))
     }
 
     async fn audit_chain(&self) -> StoreResult<Vec<AuditRecord>> {

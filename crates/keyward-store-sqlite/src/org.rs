@@ -4,8 +4,8 @@ use async_trait::async_trait;
 use keyward_core::ids::{ChannelId, KeyId, MemberId, OrgId, PhoneNumberId};
 use keyward_core::record::KeyRecord;
 use keyward_store::{
-    rules, AuditFilter, AuditRecord, ChannelRecord, Cursor, KeyFilter, KeyWrite, MemberRecord, NewAuditEvent, OrgStore,
-    Page, Paged, PhoneNumberRecord, StatusFilter, StoreError, StoreResult,
+    rules, AuditFilter, AuditRecord, ChannelRecord, KeyFilter, KeyWrite, MemberRecord, NewAuditEvent, OrgStore, Page,
+    Paged, PhoneNumberRecord, StatusFilter, StoreError, StoreResult,
 };
 use rusqlite::{params, Connection};
 
@@ -75,27 +75,6 @@ fn check_org(org_id: &OrgId, record_org: &OrgId) -> DbResult<()> {
     } else {
         Err(Fail(StoreError::Other(format!("a record of {record_org} written through {org_id}'s store").into())))
     }
-}
-
-/// Newest first, `limit` items after the cursor: callers fetch `limit + 1` rows, and the extra
-/// one only says that there is a next page.
-fn paged<T>(mut rows: Vec<(i64, T)>, limit: usize) -> Paged<T> {
-    let next = if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last().map(|(seq, _)| Cursor(*seq))
-    } else {
-        None
-    };
-    Paged { items: rows.into_iter().map(|(_, item)| item).collect(), next }
-}
-
-/// The page size (at least one, or a client could loop forever on an empty page) and the
-/// exclusive upper bound of `seq`.
-fn page_bounds(page: Page) -> (usize, i64, i64) {
-    let limit = page.limit.max(1);
-    let cursor = page.cursor.map_or(i64::MAX, |cursor| cursor.0);
-    // u32 always fits in usize and i64 on the platforms we build for.
-    (usize::try_from(limit).unwrap_or(usize::MAX), cursor, i64::from(limit) + 1)
 }
 
 #[async_trait]
@@ -178,7 +157,8 @@ impl OrgStore for SqliteOrgStore<'_> {
 
     async fn list_keys(&self, filter: &KeyFilter, page: Page) -> StoreResult<Paged<KeyRecord>> {
         let (org_id, filter) = (self.org_id.clone(), filter.clone());
-        let (limit, before, fetch) = page_bounds(page);
+        let bounds = page.bounds();
+        let (before, fetch) = (bounds.before, bounds.fetch);
         self.store
             .read(move |conn| {
                 // One static statement for every filter (a NULL filter matches all), so it is
@@ -204,7 +184,7 @@ impl OrgStore for SqliteOrgStore<'_> {
                     stmt.query(params![org_id.as_str(), before, filter.created_by, status, nanos(filter.now)?, fetch])?,
                     |row| Ok((row.get("seq")?, key_from_row(row)?)),
                 )?;
-                Ok(paged(keys, limit))
+                Ok(Paged::from_rows(keys, bounds))
             })
             .await
     }
@@ -297,7 +277,8 @@ impl OrgStore for SqliteOrgStore<'_> {
 
     async fn list_audit(&self, filter: &AuditFilter, page: Page) -> StoreResult<Paged<AuditRecord>> {
         let (org_id, filter) = (self.org_id.clone(), filter.clone());
-        let (limit, before, fetch) = page_bounds(page);
+        let bounds = page.bounds();
+        let (before, fetch) = (bounds.before, bounds.fetch);
         self.store
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(concat!(
@@ -323,7 +304,7 @@ impl OrgStore for SqliteOrgStore<'_> {
                     ])?,
                     |row| Ok((row.get("seq")?, event_from_row(row)?)),
                 )?;
-                Ok(paged(events, limit))
+                Ok(Paged::from_rows(events, bounds))
             })
             .await
     }

@@ -234,6 +234,42 @@ pub struct Paged<T> {
     pub next: Option<Cursor>,
 }
 
+/// What a backend's page query needs, decided once for every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageBounds {
+    /// Items on the page: at least one, or a client could loop forever on an empty page.
+    pub limit: usize,
+    /// The exclusive upper bound of the row sequence (newest first).
+    pub before: i64,
+    /// Rows to fetch: one more than the page, which only says that there is a next page.
+    pub fetch: i64,
+}
+
+impl Page {
+    pub fn bounds(self) -> PageBounds {
+        let limit = self.limit.max(1);
+        PageBounds {
+            // u32 always fits in usize and i64 on the platforms we build for.
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            before: self.cursor.map_or(i64::MAX, |cursor| cursor.0),
+            fetch: i64::from(limit) + 1,
+        }
+    }
+}
+
+impl<T> Paged<T> {
+    /// The page from `fetch` rows of `(sequence, item)`, newest first.
+    pub fn from_rows(mut rows: Vec<(i64, T)>, bounds: PageBounds) -> Self {
+        let next = if rows.len() > bounds.limit {
+            rows.truncate(bounds.limit);
+            rows.last().map(|(seq, _)| Cursor(*seq))
+        } else {
+            None
+        };
+        Self { items: rows.into_iter().map(|(_, item)| item).collect(), next }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub action: Option<String>,

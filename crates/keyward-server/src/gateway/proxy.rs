@@ -52,7 +52,7 @@ impl Gateway {
     }
 }
 
-/// Every method and path goes to [`proxy`]: the route table, not axum's router, decides.
+/// Every method and path goes to one handler: the route table, not axum's router, decides.
 pub fn router(gateway: Arc<Gateway>) -> axum::Router {
     axum::Router::new().fallback(proxy).with_state(gateway)
 }
