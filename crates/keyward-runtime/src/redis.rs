@@ -248,6 +248,11 @@ impl RedisRateLimiter {
         let take = Take { key: rate_key(key), interval_ns: emission_interval_ns(quota), answer };
         if self.queue.try_send(take).is_ok() {
             if let Ok(Some((allowed, tat_after_now_ns))) = answered.await {
+                // Mirror Redis's state into this node's cell: a refusal before the limit step
+                // can report the budget without a round trip, and a fallback starts from it.
+                let ahead = u64::try_from(tat_after_now_ns).unwrap_or(0);
+                let step = if allowed == 1 { emission_interval_ns(quota) } else { 0 };
+                cell.fetch_max(now_ns.saturating_add(ahead).saturating_add(step), Ordering::AcqRel);
                 return shared_budget(quota, allowed == 1, tat_after_now_ns);
             }
         }

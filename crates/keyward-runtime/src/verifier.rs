@@ -181,9 +181,14 @@ impl Verifier {
         };
         let context = Context { now, signature_tolerance_seconds: self.config.signature_tolerance_seconds };
         let policy = &cached.policy;
+        let now_ns = unix_nanos(now);
+        // A refusal of a known key still tells the caller where its budget stands (RateLimit-*).
+        let refused = |denial: Denial| {
+            Outcome::Invalid(VerifyFailure { denial, retry_after_ms: None, rate: Some(peek(&cached, now_ns)) })
+        };
         let signature = match policy::check_key(policy, request, &context) {
             Ok(signature) => signature,
-            Err(denial) => return answer(Outcome::Invalid(denial.into())),
+            Err(denial) => return answer(refused(denial)),
         };
         // Consume the signature in its place in the order, atomically (two concurrent copies
         // cannot both pass, on any node), and give it back if a later check refuses, so the
@@ -191,7 +196,7 @@ impl Verifier {
         if let Some((bytes, timestamp)) = &signature {
             match self.shared.replay.reserve(bytes, *timestamp).await {
                 Ok(true) => {}
-                Ok(false) => return answer(Outcome::Invalid(policy::replayed().into())),
+                Ok(false) => return answer(refused(policy::replayed())),
                 Err(_) => return answer(Outcome::Unavailable),
             }
         }
@@ -199,10 +204,9 @@ impl Verifier {
             Ok(channels) => channels,
             Err(denial) => {
                 self.release(signature.as_ref()).await;
-                return answer(Outcome::Invalid(denial.into()));
+                return answer(refused(denial));
             }
         };
-        let now_ns = unix_nanos(now);
         let cells = &cached.cells;
         let budget = self.shared.limiter.take(&policy.key_id, &cells.tat_ns, policy.quota, now_ns).await;
         if !budget.allowed {
@@ -476,6 +480,15 @@ impl Verifier {
             }
         }
     }
+}
+
+/// The key's budget as this node last saw it, without taking from it.
+fn peek(cached: &CachedKey, now_ns: u64) -> RateInfo {
+    let quota = cached.policy.quota;
+    let step = keyward_core::ratelimit::check(quota, cached.cells.tat_ns.load(Ordering::Acquire), now_ns);
+    let remaining = if step.allowed { step.remaining.saturating_add(1).min(quota.limit()) } else { 0 };
+    let full_in_ns = cached.cells.tat_ns.load(Ordering::Acquire).saturating_sub(now_ns);
+    RateInfo { limit: quota.limit(), remaining, reset_ms: full_in_ns.div_ceil(1_000_000) }
 }
 
 /// How often the feed is read when no wake-up came.

@@ -101,7 +101,9 @@ async fn twenty_at_once_then_refused_for_one_interval() {
     assert!(!refused.allowed);
     assert_eq!((refused.limit, refused.remaining), (20, 0));
     assert!((50u64.saturating_sub(elapsed_ms + 1)..=50).contains(&refused.retry_after_ms), "{refused:?}");
-    assert_eq!(cell.load(std::sync::atomic::Ordering::Relaxed), 0, "the local cell is only the fallback's");
+    // The node's cell mirrors Redis's state (here on the test's `now` of 0): about one second ahead.
+    let mirrored = cell.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((900_000_000..=1_000_000_000).contains(&mirrored), "the cell mirrors Redis: {mirrored}");
 
     // The key is kept no longer than its bucket takes to fill again.
     let pttl = integer(&raw(&shared_url(), &["PTTL", &format!("keyward:rl:{key}")]).await);

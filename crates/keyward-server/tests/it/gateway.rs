@@ -264,6 +264,13 @@ async fn every_refusal_is_problem_json_with_the_spec_code_and_reaches_no_upstrea
         assert_eq!(headers["content-type"], "application/problem+json", "{what}");
         assert_eq!(body["status"], status, "{what}");
     }
+    // A refusal of a known key says where its budget stands; nothing was taken from it.
+    let (status, headers, _) = call(client.get(format!("{gateway}/v1/templates/tpl_1")).bearer_auth(&narrow)).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        (&headers["ratelimit-limit"], &headers["ratelimit-remaining"]),
+        (&"80".parse().unwrap(), &"80".parse().unwrap())
+    );
     let (_, _, body) = call(send(&plain, json!({ "target": { "channels": [] } }))).await;
     assert!(body["detail"].as_str().unwrap().contains("/from"), "the pointer is named: {body}");
 
