@@ -174,7 +174,29 @@ impl Verifier {
         answer: impl FnOnce(Outcome<'_, '_>) -> R,
     ) -> R {
         let now = self.clock.now();
-        let cached = match self.find_at(key, now).await {
+        let found = self.find_at(key, now).await;
+        self.decide(found, now, request, answer).await
+    }
+
+    /// [`Verifier::verify`] for a key the caller has already looked up with [`Verifier::find`]
+    /// (the gateway does, to know whether the key signs before it reads the body).
+    pub async fn verify_found<R>(
+        &self,
+        found: Result<Option<Arc<CachedKey>>, StoreError>,
+        request: &VerifyRequest<'_>,
+        answer: impl FnOnce(Outcome<'_, '_>) -> R,
+    ) -> R {
+        self.decide(found, self.clock.now(), request, answer).await
+    }
+
+    async fn decide<R>(
+        &self,
+        found: Result<Option<Arc<CachedKey>>, StoreError>,
+        now: OffsetDateTime,
+        request: &VerifyRequest<'_>,
+        answer: impl FnOnce(Outcome<'_, '_>) -> R,
+    ) -> R {
+        let cached = match found {
             Ok(Some(cached)) => cached,
             Ok(None) => return answer(Outcome::Invalid(Denial::new(Code::InvalidApiKey, UNKNOWN_KEY).into())),
             Err(_) => return answer(Outcome::Unavailable),

@@ -102,16 +102,12 @@ async fn forward(gateway: &Gateway, request: Request) -> Result<Response, Refusa
             return Err(Refusal::new(Code::Forbidden, "No route of this gateway allows this method and path"));
         }
     };
-    let key = credential(&parts.headers)?.unwrap_or_default().to_owned();
     let verifier = &gateway.state.verifier;
-    // A key that requires HMAC needs the body hashed, so find it before touching the body.
-    let needs_signature = match verifier.find(&key).await {
-        Ok(Some(cached)) => cached.policy.signing_secret.is_some(),
-        Ok(None) => false,
-        Err(_) => {
-            return Err(Refusal::new(Code::ServiceUnavailable, "The key store is unavailable; try again shortly"))
-        }
-    };
+    // A key that requires HMAC needs the body hashed, so find it before touching the body; the
+    // verification below reuses what was found.
+    let found = verifier.find(credential(&parts.headers)?.unwrap_or_default()).await;
+    let needs_signature = matches!(&found, Ok(Some(cached)) if cached.policy.signing_secret.is_some());
+
     let (body, buffered) = if route.needs_body() || needs_signature {
         let bytes = read_body(body, gateway.config.max_body_bytes).await?;
         (Body::from(bytes.clone()), Some(bytes))
@@ -126,7 +122,8 @@ async fn forward(gateway: &Gateway, request: Request) -> Result<Response, Refusa
         Some(document) => read_pointers(route, document)?,
         None => (None, None),
     };
-    let body_sha256 = buffered.as_ref().map_or_else(|| EMPTY_BODY_SHA256.to_owned(), |bytes| body_sha256_hex(bytes));
+    let body_sha256: Cow<'_, str> =
+        buffered.as_ref().map_or(Cow::Borrowed(EMPTY_BODY_SHA256), |bytes| Cow::Owned(body_sha256_hex(bytes)));
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
     let signature = header_text(&parts.headers, &gateway.signature_header).map(|signature| SignedRequest {
         timestamp: header_text(&parts.headers, &gateway.timestamp_header).unwrap_or_default(),
@@ -147,7 +144,7 @@ async fn forward(gateway: &Gateway, request: Request) -> Result<Response, Refusa
     };
     let started = std::time::Instant::now();
     let identity = verifier
-        .verify(&key, &check, |outcome| {
+        .verify_found(found, &check, |outcome| {
             gateway.state.verify_metrics.record(answer::code(&outcome), started);
             answer::door(outcome)
         })
