@@ -34,8 +34,14 @@ fn main() {
          #[allow(clippy::unreadable_literal)] // versions read as the file names spell them\n\
          pub(crate) const MIGRATIONS: &[Migration] = &[\n",
     );
-    for (version, name, path) in &migrations {
-        writeln!(out, "    Migration {{ version: {version}, sql: include_str!({path:?}) }}, // {name}")
+    for (version, name, _) in &migrations {
+        // Relative to the crate, not this build's absolute path: a stale build output from
+        // another checkout of the same crate must not embed that checkout's files.
+        let relative = format!("/migrations/{name}");
+        writeln!(
+            out,
+            "    Migration {{ version: {version}, sql: include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {relative:?})) }}, // {name}"
+        )
             .expect("writing to a String cannot fail");
     }
     out.push_str("];\n");
