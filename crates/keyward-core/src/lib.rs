@@ -2,6 +2,7 @@
 //! request signatures and rate-limit arithmetic.
 //! It does no I/O, reads no clock and holds no global state: time and randomness are parameters.
 //! Start reading at [`policy::verify`], the ordered checks behind `POST /v1/verify`.
+#![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod base62;

@@ -2,6 +2,7 @@
 //! per-key rate-limit and last-used cells, the replay store, and the background tasks that keep
 //! them in step with the database. It holds no rule of its own: decisions come from `keyward_core::policy`.
 //! Start reading at [`Verifier::verify`].
+#![forbid(unsafe_code)]
 
 mod cache;
 pub mod clock;

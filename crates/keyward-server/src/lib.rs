@@ -2,6 +2,7 @@
 //! OpenAPI — plus the key-management operations the CLI shares ([`Keyward`]).
 //! It is not the domain (keyward-core) nor storage (keyward-store-*): handlers stay thin.
 //! Start reading at [`app::build_app`], the route table.
+#![forbid(unsafe_code)]
 
 pub mod answer;
 pub mod api;

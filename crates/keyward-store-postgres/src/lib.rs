@@ -1,6 +1,7 @@
 //! keyward-store-postgres: the PostgreSQL backend of [`keyward_store::Store`], for keyward nodes sharing a database.
 //! It is not a general database wrapper: every query is one of the trait's methods, and it decides no policy.
 //! Start at [`PostgresStore::connect`]; the schema, and why the change feed is ordered by commit, is in `migrations/`.
+#![forbid(unsafe_code)]
 
 // Why tokio-postgres + deadpool-postgres (and not sqlx or diesel):
 // - the change feed's wake-ups need a dedicated `LISTEN` connection, outside any pool, whose raw

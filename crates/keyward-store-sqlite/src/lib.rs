@@ -1,6 +1,7 @@
 //! keyward-store-sqlite: the embedded backend of [`keyward_store::Store`], one sqlite file in
 //! WAL mode. It is not a general database wrapper: every query is one of the trait's methods.
 //! Start at [`SqliteStore::open`]; the schema is in `migrations/`.
+#![forbid(unsafe_code)]
 
 mod error;
 mod org;

@@ -2,6 +2,7 @@
 //! org-bound [`OrgStore`] view every tenant query goes through, and [`StoreError`].
 //! It holds no SQL: each backend crate (`keyward-store-sqlite`, …) implements the traits and
 //! proves itself against `conformance::run` (feature `conformance`). Start at [`Store::org`].
+#![forbid(unsafe_code)]
 
 use std::fmt;
 

@@ -1,4 +1,5 @@
 //! The `keyward` binary: the clap command tree and dispatch. Each subcommand lives in `cmd/`.
+#![forbid(unsafe_code)]
 
 mod boot;
 mod cmd;
