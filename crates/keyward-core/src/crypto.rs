@@ -8,12 +8,21 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::key::Pepper;
 
-/// 32 bytes from `KEYWARD_MASTER_KEY` (base64) or the generated key file.
+/// 32 bytes from `KEYWARD_MASTER_KEY` (base64) or the generated key file. Zeroed on drop.
 #[derive(Clone)]
 pub struct MasterKey([u8; 32]);
+
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for MasterKey {}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MasterKeyError {
@@ -31,10 +40,11 @@ impl MasterKey {
     }
 
     pub fn from_base64(text: &str) -> Result<Self, MasterKeyError> {
-        let bytes =
-            base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| MasterKeyError::NotBase64)?;
-        let len = bytes.len();
-        bytes.try_into().map(Self).map_err(|_| MasterKeyError::WrongLength(len))
+        // The decoded buffer is a copy of the key too: zeroed when it goes out of scope.
+        let bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| MasterKeyError::NotBase64)?,
+        );
+        <[u8; 32]>::try_from(bytes.as_slice()).map(Self).map_err(|_| MasterKeyError::WrongLength(bytes.len()))
     }
 
     pub fn to_base64(&self) -> String {
@@ -42,10 +52,10 @@ impl MasterKey {
     }
 
     /// Independent subkeys per purpose (HKDF-SHA256), so the pepper and the AEAD key never coincide.
-    fn derive(&self, purpose: &str) -> [u8; 32] {
-        let mut out = [0u8; 32];
+    fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let mut out = Zeroizing::new([0u8; 32]);
         Hkdf::<Sha256>::new(Some(b"keyward/v1"), &self.0)
-            .expand(purpose.as_bytes(), &mut out)
+            .expand(purpose.as_bytes(), out.as_mut_slice())
             .expect("32 bytes is a valid HKDF-SHA256 output length");
         out
     }
@@ -55,7 +65,8 @@ impl MasterKey {
     }
 
     pub fn secret_box(&self) -> SecretBox {
-        SecretBox { cipher: XChaCha20Poly1305::new(&self.derive("signing-secret-aead").into()) }
+        // The cipher zeroes its own copy of the key on drop (chacha20poly1305 does so by design).
+        SecretBox { cipher: XChaCha20Poly1305::new(&(*self.derive("signing-secret-aead")).into()) }
     }
 }
 
@@ -65,14 +76,27 @@ impl fmt::Debug for MasterKey {
     }
 }
 
-/// A key's HMAC signing secret. The server must use it, so it is encrypted, not hashed.
+/// A key's HMAC signing secret. The server must use it, so it is encrypted, not hashed. Zeroed on drop.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningSecret(String);
+
+impl Drop for SigningSecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for SigningSecret {}
 
 impl SigningSecret {
     /// `whsec_`-style text: a readable tag and 43 base62 characters (≈256 bits).
     pub fn generate(rng: &mut (impl rand::RngCore + rand::CryptoRng)) -> Self {
-        Self(format!("kwsig_{}", crate::base62::random_string(rng, 43)))
+        let random = Zeroizing::new(crate::base62::random_string(rng, 43));
+        // Sized up front, so no reallocation leaves a copy of the secret behind.
+        let mut text = String::with_capacity(6 + random.len());
+        text.push_str("kwsig_");
+        text.push_str(&random);
+        Self(text)
     }
 
     /// For clients and tests holding a secret they were shown.
@@ -131,12 +155,53 @@ impl SecretBox {
             .cipher
             .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: context.as_bytes() })
             .map_err(|_| OpenError)?;
-        String::from_utf8(plain).map(SigningSecret).map_err(|_| OpenError)
+        // Not UTF-8: the error still owns the plaintext, zeroed before it is dropped.
+        String::from_utf8(plain).map(SigningSecret).map_err(|e| {
+            e.into_bytes().zeroize();
+            OpenError
+        })
     }
 }
 
 impl fmt::Debug for SecretBox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("SecretBox(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use zeroize::ZeroizeOnDrop;
+
+    use super::{MasterKey, MasterKeyError, SigningSecret};
+    use crate::key::KeySecret;
+
+    /// Compiles only while every plaintext secret type zeroes itself on drop.
+    fn zeroized_on_drop<T: ZeroizeOnDrop>() {}
+
+    #[test]
+    fn plaintext_secret_types_are_zeroized_on_drop() {
+        zeroized_on_drop::<MasterKey>();
+        zeroized_on_drop::<SigningSecret>();
+        zeroized_on_drop::<KeySecret>();
+    }
+
+    #[test]
+    fn a_master_key_round_trips_through_base64_and_a_short_one_names_its_length() {
+        let key = MasterKey::generate(&mut rand::rngs::OsRng);
+        let again = MasterKey::from_base64(&format!(" {}\n", key.to_base64())).expect("its own base64");
+        assert_eq!(again.to_base64(), key.to_base64());
+        assert_eq!(MasterKey::from_base64("AAAA").map(|_| ()), Err(MasterKeyError::WrongLength(3)));
+        assert_eq!(MasterKey::from_base64("not base64!").map(|_| ()), Err(MasterKeyError::NotBase64));
+    }
+
+    #[test]
+    fn a_sealed_signing_secret_opens_only_in_its_context() {
+        let key = MasterKey::generate(&mut rand::rngs::OsRng);
+        let secret = SigningSecret::generate(&mut rand::rngs::OsRng);
+        assert!(secret.expose().starts_with("kwsig_") && secret.expose().len() == 49, "{}", secret.expose().len());
+        let sealed = key.secret_box().seal(&secret, "key_a", &mut rand::rngs::OsRng);
+        assert_eq!(key.secret_box().open(&sealed, "key_a").as_ref().map(SigningSecret::expose), Ok(secret.expose()));
+        assert!(key.secret_box().open(&sealed, "key_b").is_err());
     }
 }

@@ -126,7 +126,8 @@ impl KeyFormat {
         text.push('_');
         text.push_str(environment.as_str());
         text.push('_');
-        text.push_str(&base62::random_string(rng, RANDOM_LEN));
+        // The random part alone is most of the secret: its temporary buffer is zeroed too.
+        text.push_str(&zeroize::Zeroizing::new(base62::random_string(rng, RANDOM_LEN)));
         let checksum = checksum_of(&text);
         text.extend(checksum.iter().map(|&b| char::from(b)));
         KeySecret::new(text)

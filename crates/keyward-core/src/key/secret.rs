@@ -6,15 +6,24 @@ use std::fmt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Constant-time equality for secrets and their hashes: the one comparison keyward uses.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-/// A plaintext API key, as returned once by create and roll.
+/// A plaintext API key, as returned once by create and roll. Zeroed on drop.
 #[derive(Clone)]
 pub struct KeySecret(String);
+
+impl Drop for KeySecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for KeySecret {}
 
 impl KeySecret {
     pub(crate) fn new(text: String) -> Self {
@@ -78,6 +87,17 @@ impl Pepper {
         let mut mac = self.0.clone();
         mac.update(secret.as_bytes());
         KeyHash(mac.finalize().into_bytes().into())
+    }
+}
+
+/// `hmac` 0.12 offers no zeroize support and safe code cannot reach into its state, so the keyed
+/// state (as good as the key for computing hashes) is overwritten on drop by one keyed with
+/// zeros; `black_box` keeps that store from being optimised away as dead. Best effort: the
+/// `zeroize` crate's volatile writes are the stronger guarantee.
+impl Drop for Pepper {
+    fn drop(&mut self) {
+        self.0 = Hmac::new_from_slice(&[0u8; 32]).expect("HMAC accepts any key length");
+        std::hint::black_box(&mut self.0);
     }
 }
 
