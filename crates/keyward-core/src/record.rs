@@ -28,6 +28,8 @@ pub enum ActorKind {
     Member,
     Operator,
     Key,
+    /// Someone not (yet) authenticated, such as a failed login.
+    Anonymous,
 }
 
 impl ActorKind {
@@ -36,6 +38,7 @@ impl ActorKind {
             Self::Member => "member",
             Self::Operator => "operator",
             Self::Key => "key",
+            Self::Anonymous => "anonymous",
         }
     }
 
@@ -44,6 +47,7 @@ impl ActorKind {
             "member" => Some(Self::Member),
             "operator" => Some(Self::Operator),
             "key" => Some(Self::Key),
+            "anonymous" => Some(Self::Anonymous),
             _ => None,
         }
     }
@@ -52,6 +56,11 @@ impl ActorKind {
 impl Actor {
     pub fn operator() -> Self {
         Self { kind: ActorKind::Operator, id: "operator".to_owned(), name: "operator".to_owned() }
+    }
+
+    /// Whoever tried to log in: nobody is authenticated yet, so nobody is named.
+    pub fn anonymous() -> Self {
+        Self { kind: ActorKind::Anonymous, id: "anonymous".to_owned(), name: "Unauthenticated".to_owned() }
     }
 }
 

@@ -75,6 +75,7 @@ async fn fixture() -> Fixture {
             at: now,
             actor: Actor::operator(),
             actor_ip: None,
+            user_agent: None,
             action: "key.created".into(),
             target_type: "api_key".into(),
             target_id: id.to_string(),

@@ -101,6 +101,7 @@ fn event(target: &KeyId, action: &str) -> NewAuditEvent {
         at: NOW,
         actor: Actor::operator(),
         actor_ip: None,
+        user_agent: None,
         action: action.to_owned(),
         target_type: "api_key".to_owned(),
         target_id: target.to_string(),

@@ -97,6 +97,8 @@ impl Principal {
 pub struct RequestMeta {
     pub client_ip: Option<IpAddr>,
     pub trace_id: String,
+    /// The client's `User-Agent` (at most 256 characters), for the audit log.
+    pub user_agent: Option<String>,
     /// Reached over TLS (a trusted proxy said `X-Forwarded-Proto: https`): cookies get `Secure`.
     pub https: bool,
 }
@@ -104,7 +106,7 @@ pub struct RequestMeta {
 impl RequestMeta {
     /// For changes made outside HTTP (the CLI).
     pub fn local() -> Self {
-        Self { client_ip: None, trace_id: telemetry::trace_id(&HeaderMap::new()), https: false }
+        Self { client_ip: None, trace_id: telemetry::trace_id(&HeaderMap::new()), user_agent: None, https: false }
     }
 
     pub fn from_parts(parts: &Parts, state: &AppState) -> Self {
@@ -118,6 +120,12 @@ impl RequestMeta {
         Self {
             client_ip: net::client_ip(peer, &parts.headers, &state.config.trusted_proxies),
             trace_id: telemetry::trace_id(&parts.headers),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|agent| agent.chars().filter(|c| !c.is_control()).take(256).collect::<String>())
+                .filter(|agent| !agent.is_empty()),
             https: proxied && forwarded_https,
         }
     }
@@ -300,6 +308,7 @@ pub fn audit_event(
         at,
         actor: actor.clone(),
         actor_ip: meta.client_ip.map(|ip| ip.to_string()),
+        user_agent: meta.user_agent.clone(),
         action: action.to_owned(),
         target_type: target_type.to_owned(),
         target_id: target_id.to_owned(),

@@ -442,9 +442,9 @@ impl Keyward {
             Some(member) if matches => member,
             other => {
                 if let Some(member) = other {
-                    let actor = member_actor(&member);
+                    // An attempt *on* the account, by someone unauthenticated: the member did nothing.
                     let event = audit_event(
-                        &actor,
+                        &Actor::anonymous(),
                         meta,
                         now,
                         "member.login_failed",

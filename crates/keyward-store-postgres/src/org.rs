@@ -161,6 +161,7 @@ impl OrgStore for PostgresOrgStore<'_> {
                     "SELECT ",
                     key_columns!(),
                     " FROM api_keys WHERE org_id = $1 AND seq < $2 AND ($3::text IS NULL OR created_by = $3) AND \
+                     ($7::text IS NULL OR strpos(lower(name), lower($7)) > 0 OR strpos(prefix, $7) = 1) AND \
                      CASE $4::text \
                        WHEN 'active' THEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $5) \
                        WHEN 'revoked' THEN revoked_at IS NOT NULL \
@@ -169,7 +170,7 @@ impl OrgStore for PostgresOrgStore<'_> {
                      END \
                      ORDER BY seq DESC LIMIT $6"
                 ),
-                &[&self.org_id.as_str(), &before, &filter.created_by, &status, &filter.now, &fetch],
+                &[&self.org_id.as_str(), &before, &filter.created_by, &status, &filter.now, &fetch, &filter.search],
             )
             .await?;
         let keys = rows

@@ -72,8 +72,8 @@ pub(crate) use key_columns;
 /// The `audit_events` columns [`event_from_row`] reads, in SQL.
 macro_rules! event_columns {
     () => {
-        "seq, id, org_id, at, actor_type, actor_id, actor_name, actor_ip, action, target_type, target_id, \
-         target_name, changes, trace_id, prev_hash, hash"
+        "seq, id, org_id, at, actor_type, actor_id, actor_name, actor_ip, user_agent, action, target_type, \
+         target_id, target_name, changes, trace_id, prev_hash, hash"
     };
 }
 pub(crate) use event_columns;
@@ -290,6 +290,7 @@ pub(crate) fn event_from_row(row: &Row) -> DbResult<AuditRecord> {
         at: get(row, T, "at")?,
         actor,
         actor_ip: get(row, T, "actor_ip")?,
+        user_agent: get(row, T, "user_agent")?,
         action: get(row, T, "action")?,
         target_type: get(row, T, "target_type")?,
         target_id: get(row, T, "target_id")?,
@@ -357,8 +358,8 @@ pub(crate) async fn append_event(conn: &impl Conn, org_id: &OrgId, event: &NewAu
     let hash = event.chain_hash(org_id, &prev_hash);
     conn.execute(
         "INSERT INTO audit_events (id, org_id, at, actor_type, actor_id, actor_name, actor_ip, action, target_type, \
-         target_id, target_name, changes, trace_id, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         target_id, target_name, changes, trace_id, prev_hash, hash, user_agent) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         &[
             &event.id.as_str(),
             &org_id.as_str(),
@@ -375,6 +376,7 @@ pub(crate) async fn append_event(conn: &impl Conn, org_id: &OrgId, event: &NewAu
             &event.trace_id,
             &prev_hash,
             &hash,
+            &event.user_agent,
         ],
     )
     .await?;

@@ -127,6 +127,7 @@ fn event(name: &str, action: &str, target_id: &str) -> NewAuditEvent {
         at: T0,
         actor: Actor::operator(),
         actor_ip: None,
+        user_agent: None,
         action: action.to_owned(),
         target_type: action.split('.').next().unwrap_or_default().to_owned(),
         target_id: target_id.to_owned(),

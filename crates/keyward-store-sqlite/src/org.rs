@@ -167,6 +167,7 @@ impl OrgStore for SqliteOrgStore<'_> {
                     "SELECT ",
                     key_columns!(),
                     " FROM api_keys WHERE org_id = ?1 AND seq < ?2 AND (?3 IS NULL OR created_by = ?3) AND \
+                     (?7 IS NULL OR instr(lower(name), lower(?7)) > 0 OR instr(prefix, ?7) = 1) AND \
                      CASE ?4 \
                        WHEN 'active' THEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?5) \
                        WHEN 'revoked' THEN revoked_at IS NOT NULL \
@@ -181,7 +182,15 @@ impl OrgStore for SqliteOrgStore<'_> {
                     StatusFilter::Expired => "expired",
                 });
                 let keys = rows::collect(
-                    stmt.query(params![org_id.as_str(), before, filter.created_by, status, nanos(filter.now)?, fetch])?,
+                    stmt.query(params![
+                        org_id.as_str(),
+                        before,
+                        filter.created_by,
+                        status,
+                        nanos(filter.now)?,
+                        fetch,
+                        filter.search
+                    ])?,
                     |row| Ok((row.get("seq")?, key_from_row(row)?)),
                 )?;
                 Ok(Paged::from_rows(keys, bounds))

@@ -26,8 +26,8 @@ pub(crate) use key_columns;
 /// The `audit_events` columns [`event_from_row`] reads, in SQL.
 macro_rules! event_columns {
     () => {
-        "seq, id, org_id, at, actor_type, actor_id, actor_name, actor_ip, action, target_type, target_id, \
-         target_name, changes, trace_id, prev_hash, hash"
+        "seq, id, org_id, at, actor_type, actor_id, actor_name, actor_ip, user_agent, action, target_type, \
+         target_id, target_name, changes, trace_id, prev_hash, hash"
     };
 }
 pub(crate) use event_columns;
@@ -263,6 +263,7 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> DbResult<AuditRecord> {
         at: time("audit_events.at", row.get("at")?)?,
         actor,
         actor_ip: row.get("actor_ip")?,
+        user_agent: row.get("user_agent")?,
         action: row.get("action")?,
         target_type: row.get("target_type")?,
         target_id: row.get("target_id")?,
@@ -319,8 +320,8 @@ pub(crate) fn append_event(conn: &Connection, org_id: &OrgId, event: &NewAuditEv
     let hash = event.chain_hash(org_id, &prev_hash);
     conn.prepare_cached(
         "INSERT INTO audit_events (id, org_id, at, actor_type, actor_id, actor_name, actor_ip, action, target_type, \
-         target_id, target_name, changes, trace_id, prev_hash, hash) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         target_id, target_name, changes, trace_id, prev_hash, hash, user_agent) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
     )?
     .execute(params![
         event.id.as_str(),
@@ -338,6 +339,7 @@ pub(crate) fn append_event(conn: &Connection, org_id: &OrgId, event: &NewAuditEv
         event.trace_id,
         prev_hash,
         hash,
+        event.user_agent,
     ])?;
     Ok(())
 }

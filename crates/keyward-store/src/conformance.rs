@@ -38,7 +38,7 @@ fn page(limit: u32, cursor: Option<Cursor>) -> Page {
 }
 
 fn key_filter(status: Option<StatusFilter>, created_by: Option<&str>) -> KeyFilter {
-    KeyFilter { status, created_by: created_by.map(str::to_owned), now: T0 }
+    KeyFilter { status, created_by: created_by.map(str::to_owned), search: None, now: T0 }
 }
 
 fn ids(keys: &[KeyRecord]) -> Vec<&str> {
@@ -226,6 +226,7 @@ impl Story<'_> {
             at: at(i64::from(self.events)),
             actor: actor.clone(),
             actor_ip: (actor.kind == ActorKind::Member).then(|| "203.0.113.7".to_owned()),
+            user_agent: (actor.kind == ActorKind::Member).then(|| format!("Mozilla/5.0 (story {})", self.events)),
             action: action.to_owned(),
             target_type: target_type.to_owned(),
             target_id: target_id.to_owned(),
@@ -394,6 +395,21 @@ impl Story<'_> {
         for (status, created_by, expected) in cases {
             let listed = a.list_keys(&key_filter(status, created_by), page(10, None)).await.expect("list_keys");
             assert_eq!(ids(&listed.items), expected, "filter status={status:?} created_by={created_by:?}");
+        }
+        // Search: a name contains it (ASCII case folded), or a prefix starts with it.
+        let searches: [(&str, Option<StatusFilter>, &[&str]); 7] = [
+            ("KEY 3", None, &["key_k3"]),
+            ("ey", None, &["key_k5", "key_k4", "key_k3", "key_k2"]),
+            ("production SENDER", None, &["key_k1"]),
+            ("kw_live_00000005", None, &["key_k5"]),
+            ("kw_live_", Some(StatusFilter::Expired), &["key_k2"]),
+            ("0000000", None, &[]),
+            ("%", None, &[]),
+        ];
+        for (search, status, expected) in searches {
+            let filter = KeyFilter { search: Some(search.to_owned()), ..key_filter(status, None) };
+            let listed = a.list_keys(&filter, page(10, None)).await.expect("list_keys");
+            assert_eq!(ids(&listed.items), expected, "search {search:?} status={status:?}");
         }
         // Filters and cursors together.
         let alice = key_filter(None, Some("usr_alice"));
@@ -884,6 +900,7 @@ fn number_added(n: usize, when: OffsetDateTime) -> (PhoneNumberRecord, NewAuditE
         at: when,
         actor: Actor::operator(),
         actor_ip: None,
+        user_agent: None,
         action: "phone_number.added".to_owned(),
         target_type: "phone_number".to_owned(),
         target_id: number.id.as_str().to_owned(),

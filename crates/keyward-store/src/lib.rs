@@ -73,6 +73,8 @@ pub struct NewAuditEvent {
     pub at: OffsetDateTime,
     pub actor: Actor,
     pub actor_ip: Option<String>,
+    /// The client's `User-Agent`, when it sent one (at most 256 characters).
+    pub user_agent: Option<String>,
     /// `key.created`, `key.updated`, `key.revoked`, `key.rolled`, `phone_number.added`, …
     pub action: String,
     pub target_type: String,
@@ -97,7 +99,7 @@ impl NewAuditEvent {
     /// The fixed-order text the chain hash covers. Changing it breaks every stored chain.
     pub fn canonical(&self, org_id: &OrgId) -> String {
         let at = keyward_core::record::time_json(Some(self.at));
-        serde_json::json!([
+        let mut canonical = serde_json::json!([
             self.id.as_str(),
             org_id.as_str(),
             at,
@@ -111,8 +113,13 @@ impl NewAuditEvent {
             self.target_name,
             self.changes,
             self.trace_id,
-        ])
-        .to_string()
+        ]);
+        // Added after the first chains were written: present only when set, so events stored
+        // before it (and events without one) keep the hash they were written with.
+        if let (Some(user_agent), Some(fields)) = (&self.user_agent, canonical.as_array_mut()) {
+            fields.push(serde_json::Value::String(user_agent.clone()));
+        }
+        canonical.to_string()
     }
 
     /// This event's link in its org's chain, after the event whose hash is `prev_hash`
@@ -186,6 +193,8 @@ pub struct KeyFilter {
     pub status: Option<StatusFilter>,
     /// `usr_…`, `key_…` or `operator`.
     pub created_by: Option<String>,
+    /// Keys whose name contains it (ASCII case folded) or whose prefix starts with it.
+    pub search: Option<String>,
     pub now: OffsetDateTime,
 }
 

@@ -16,7 +16,7 @@ use crate::problem::{ApiError, Problem};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ActorView {
-    /// `member`, `operator` or `key`.
+    /// `member`, `operator`, `key`, or `anonymous` (not authenticated: a failed login).
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub id: String,
@@ -38,6 +38,8 @@ pub struct AuditEventView {
     pub at: String,
     pub actor: ActorView,
     pub actor_ip: Option<String>,
+    /// The client's `User-Agent`, when it sent one.
+    pub user_agent: Option<String>,
     pub action: String,
     pub target: TargetView,
     /// Changed fields as `{field: {old, new}}`, or other non-secret details.
@@ -57,6 +59,7 @@ impl AuditEventView {
             at: rfc3339(event.at),
             actor: ActorView { kind: event.actor.kind.as_str(), id: event.actor.id, name: event.actor.name },
             actor_ip: event.actor_ip,
+            user_agent: event.user_agent,
             action: event.action,
             target: TargetView { kind: event.target_type, id: event.target_id, name: event.target_name },
             changes: event.changes,

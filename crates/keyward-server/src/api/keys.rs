@@ -184,6 +184,8 @@ pub struct ListKeysQuery {
     pub status: Option<String>,
     /// `usr_…`, `key_…` or `operator`.
     pub created_by: Option<String>,
+    /// Keys whose name contains it (case-insensitive) or whose prefix starts with it.
+    pub q: Option<String>,
     /// 1–100, default 20.
     pub limit: Option<String>,
     pub cursor: Option<String>,
@@ -209,11 +211,37 @@ pub async fn list(
     if created_by.as_ref().is_some_and(|s| s.len() > 100) {
         return Err(ApiError::field("created_by", "Too long to be an actor id"));
     }
+    let search = search_param(query.q)?;
     let page = extract::page(query.limit.as_deref(), query.cursor.as_deref())?;
     let now = state.clock.now();
-    let filter = KeyFilter { status, created_by, now };
+    let filter = KeyFilter { status, created_by, search, now };
     let paged = access.store().list_keys(&filter, page).await?;
     Ok(Json(ListResponse::from_paged(paged, |key| KeyView::from_record(&key, now))))
+}
+
+/// The list's search text, trimmed; empty is no search. A full key does not belong in a URL
+/// (access logs, history): it is refused, pointing at `POST /v1/keys/lookup`.
+pub fn search_param(q: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(q) = q.map(|q| q.trim().to_owned()).filter(|q| !q.is_empty()) else { return Ok(None) };
+    if q.chars().count() > 64 {
+        return Err(ApiError::field("q", "Search for at most 64 characters: a name or the start of a prefix"));
+    }
+    if looks_like_a_full_key(&q) {
+        return Err(ApiError::field("q", "That looks like a full key: look it up with POST /v1/keys/lookup instead"));
+    }
+    Ok(Some(q))
+}
+
+/// `{prefix}_{live|test}_` followed by at least 32 base62 characters.
+fn looks_like_a_full_key(text: &str) -> bool {
+    let mut parts = text.splitn(3, '_');
+    let (Some(prefix), Some(environment), Some(rest)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    !prefix.is_empty()
+        && matches!(environment, "live" | "test")
+        && rest.len() >= 32
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// The key id from the path; a malformed id is simply not found.

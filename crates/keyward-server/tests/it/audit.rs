@@ -214,6 +214,8 @@ async fn member_changes_logins_and_failed_logins_are_recorded() {
     assert_eq!(login["actor_ip"], "127.0.0.1");
     assert_eq!(login["trace_id"], login_trace);
     let failed = one(&events, "member.login_failed", &bob);
+    // An attempt on bob's account by someone unauthenticated: bob is the target, not the actor.
+    assert_eq!(failed["actor"], json!({ "type": "anonymous", "id": "anonymous", "name": "Unauthenticated" }));
     assert_eq!(failed["target"], bob_target);
     assert_eq!(failed["actor_ip"], "127.0.0.1");
     assert!(is_trace_id(failed["trace_id"].as_str().unwrap()));

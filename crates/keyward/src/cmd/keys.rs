@@ -105,7 +105,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
                 _ => StatusFilter::Active,
             });
             let now = keyward.clock.now();
-            let filter = KeyFilter { status, created_by: None, now };
+            let filter = KeyFilter { status, created_by: None, search: None, now };
             let page = keyward_store::Page { limit, cursor: None };
             let paged = keyward.store.org(&org_id).list_keys(&filter, page).await?;
             serde_json::to_string_pretty(&ListResponse::from_paged(paged, |k| KeyView::from_record(&k, now)))?
