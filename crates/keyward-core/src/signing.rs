@@ -14,8 +14,27 @@ pub fn body_sha256_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
 }
 
-fn mac(secret: &SigningSecret, timestamp: &str, method: &str, path_and_query: &str, body_sha256: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC accepts any key length");
+/// A signing secret keyed into HMAC once. A check clones the keyed state (two SHA-256 states)
+/// instead of hashing the secret into the key schedule again on every request.
+#[derive(Clone)]
+pub struct SigningKey {
+    keyed: Hmac<Sha256>,
+}
+
+impl SigningKey {
+    pub fn new(secret: &SigningSecret) -> Self {
+        Self { keyed: Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC accepts any key length") }
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(<redacted>)")
+    }
+}
+
+fn mac(key: &SigningKey, timestamp: &str, method: &str, path_and_query: &str, body_sha256: &str) -> Hmac<Sha256> {
+    let mut mac = key.keyed.clone();
     for (i, part) in [timestamp, method, path_and_query, body_sha256].into_iter().enumerate() {
         if i > 0 {
             mac.update(b"\n");
@@ -27,7 +46,7 @@ fn mac(secret: &SigningSecret, timestamp: &str, method: &str, path_and_query: &s
 
 /// The signature a client sends, lowercase hex. `method` is upper-cased by the caller.
 pub fn sign(secret: &SigningSecret, timestamp: &str, method: &str, path_and_query: &str, body_sha256: &str) -> String {
-    hex::encode(mac(secret, timestamp, method, path_and_query, body_sha256).finalize().into_bytes())
+    hex::encode(mac(&SigningKey::new(secret), timestamp, method, path_and_query, body_sha256).finalize().into_bytes())
 }
 
 /// The signed parts of a request, as received.
@@ -66,7 +85,7 @@ pub type SignatureBytes = [u8; 32];
 /// Checks timestamp window and MAC (constant time). On success returns the signature bytes
 /// and its Unix timestamp, for the caller's replay store.
 pub fn check(
-    secret: &SigningSecret,
+    key: &SigningKey,
     request: &SignedRequest<'_>,
     now_unix: i64,
     tolerance_seconds: i64,
@@ -85,7 +104,7 @@ pub fn check(
         return Err(SignatureFault::OutsideWindow);
     }
     let method_upper: &str = request.method;
-    let mac = mac(secret, request.timestamp, method_upper, request.path_and_query, request.body_sha256);
+    let mac = mac(key, request.timestamp, method_upper, request.path_and_query, request.body_sha256);
     mac.verify_slice(&given).map_err(|_| SignatureFault::Mismatch)?;
     Ok((given, timestamp))
 }

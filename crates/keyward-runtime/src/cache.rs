@@ -1,25 +1,35 @@
-//! The verification cache: key hash → compiled policy (or a short-lived "no such key"), and the
-//! per-key cells (rate-limit state, last use) that outlive any one cached policy.
+//! The verification cache: key hash → compiled policy (or a short-lived "no such key"), the
+//! org facts policies share, and the per-key cells (rate-limit state, last use).
+//!
+//! Every map is a bounded `moka` cache with a maximum age, so neither many keys nor a flood of
+//! made-up ones can grow the process without bound. Reads take no lock of ours; writes and
+//! invalidations are serialised by one mutex (misses are rare), which is what lets a load that
+//! raced an invalidation be refused instead of caching a stale row.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use keyward_core::ids::{KeyId, OrgId};
 use keyward_core::key::KeyHash;
 use keyward_core::policy::KeyPolicy;
-use parking_lot::RwLock;
+use moka::notification::RemovalCause;
+use moka::sync::Cache;
+use parking_lot::Mutex;
 
-const SHARDS: usize = 16;
+/// How long the cells of a key that left the cache are kept for its reload: an edit or an
+/// eviction must not hand a throttled key a fresh bucket. Past a second of idleness a GCRA
+/// bucket is full anyway, so a few seconds is plenty.
+const RETIRED_CELLS_TTL: Duration = Duration::from_secs(5);
 
-/// Mutable per-key state, shared by successive cached versions of the same key, so an edit does
-/// not hand a throttled key a fresh bucket.
+/// Mutable per-key state, shared by successive cached versions of the same key.
 #[derive(Debug)]
 pub(crate) struct KeyCells {
     pub(crate) key_id: KeyId,
     /// GCRA theoretical arrival time, Unix nanoseconds.
     pub(crate) tat_ns: AtomicU64,
-    /// Last successful verification, Unix nanoseconds, and whether the store has seen it yet.
+    /// Last successful verification, Unix nanoseconds, and whether it waits for the next flush.
     pub(crate) last_used_ns: AtomicI64,
     pub(crate) last_used_dirty: AtomicBool,
 }
@@ -30,13 +40,11 @@ pub struct CachedKey {
     pub(crate) cells: Arc<KeyCells>,
 }
 
-#[derive(Debug, Clone)]
-enum Entry {
-    Found(Arc<CachedKey>),
-    /// Unknown key, remembered until this Unix nanosecond so a flood of made-up keys stays off the database.
-    Missing {
-        until_ns: u64,
-    },
+/// What every key of an org shares: its sender numbers and channel slugs.
+#[derive(Debug)]
+pub(crate) struct OrgFacts {
+    pub(crate) numbers: Arc<[String]>,
+    pub(crate) channels: Arc<[String]>,
 }
 
 pub(crate) enum Lookup {
@@ -45,41 +53,68 @@ pub(crate) enum Lookup {
     Unknown,
 }
 
-type Shard = RwLock<HashMap<KeyHash, Entry>>;
+/// The cache's bounds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheLimits {
+    pub(crate) max_keys: u64,
+    pub(crate) max_age: Duration,
+    pub(crate) max_missing: u64,
+    pub(crate) missing_ttl: Duration,
+}
 
 #[derive(Debug)]
 pub(crate) struct KeyCache {
-    shards: [Shard; SHARDS],
-    cells: RwLock<HashMap<KeyHash, Arc<KeyCells>>>,
-    org_numbers: RwLock<HashMap<OrgId, Arc<[String]>>>,
+    found: Cache<KeyHash, Arc<CachedKey>>,
+    /// Unknown keys, remembered briefly so a repeated made-up key stays off the database.
+    missing: Cache<KeyHash, ()>,
+    retired: Cache<KeyHash, Arc<KeyCells>>,
+    orgs: Cache<OrgId, Arc<OrgFacts>>,
+    /// Taken by every insert and invalidation, never by a read.
+    writes: Mutex<()>,
     /// Bumped by every invalidation; a load that saw it move retries, so it cannot cache a stale row.
     epoch: AtomicU64,
-    negative_len: AtomicU64,
-    max_negative: u64,
+    /// Cells used since the last flush: the flush visits only them, not every cached key.
+    used: Mutex<Vec<Arc<KeyCells>>>,
+    /// One load per key at a time: concurrent misses for a key wait for the first one's read.
+    loading: Mutex<HashMap<KeyHash, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl KeyCache {
-    pub(crate) fn new(max_negative: u64) -> Self {
+    pub(crate) fn new(limits: CacheLimits) -> Self {
+        let retired: Cache<KeyHash, Arc<KeyCells>> =
+            Cache::builder().max_capacity(limits.max_keys.max(1)).time_to_live(RETIRED_CELLS_TTL).build();
+        let keep = retired.clone();
+        let found = Cache::builder()
+            .max_capacity(limits.max_keys.max(1))
+            .time_to_live(limits.max_age)
+            .support_invalidation_closures()
+            .eviction_listener(move |hash: Arc<KeyHash>, key: Arc<CachedKey>, cause| {
+                // A replaced entry's cells live on in its replacement.
+                if cause != RemovalCause::Replaced {
+                    keep.insert(*hash, Arc::clone(&key.cells));
+                }
+            })
+            .build();
         Self {
-            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
-            cells: RwLock::new(HashMap::new()),
-            org_numbers: RwLock::new(HashMap::new()),
+            found,
+            missing: Cache::builder().max_capacity(limits.max_missing.max(1)).time_to_live(limits.missing_ttl).build(),
+            retired,
+            orgs: Cache::builder().max_capacity(limits.max_keys.max(1)).time_to_live(limits.max_age).build(),
+            writes: Mutex::new(()),
             epoch: AtomicU64::new(0),
-            negative_len: AtomicU64::new(0),
-            max_negative,
+            used: Mutex::new(Vec::new()),
+            loading: Mutex::new(HashMap::new()),
         }
     }
 
-    fn shard(&self, hash: &KeyHash) -> &Shard {
-        &self.shards[usize::from(hash.0[0]) % SHARDS]
-    }
-
-    pub(crate) fn get(&self, hash: &KeyHash, now_ns: u64) -> Lookup {
-        match self.shard(hash).read().get(hash) {
-            Some(Entry::Found(key)) => Lookup::Found(Arc::clone(key)),
-            Some(Entry::Missing { until_ns }) if *until_ns > now_ns => Lookup::Missing,
-            _ => Lookup::Unknown,
+    pub(crate) fn get(&self, hash: &KeyHash) -> Lookup {
+        if let Some(key) = self.found.get(hash) {
+            return Lookup::Found(key);
         }
+        if self.missing.contains_key(hash) {
+            return Lookup::Missing;
+        }
+        Lookup::Unknown
     }
 
     pub(crate) fn epoch(&self) -> u64 {
@@ -88,100 +123,130 @@ impl KeyCache {
 
     /// Caches a loaded policy unless an invalidation happened since `epoch` was read.
     pub(crate) fn insert_found(&self, hash: KeyHash, key: Arc<CachedKey>, epoch: u64) -> bool {
-        let mut shard = self.shard(&hash).write();
+        let _writes = self.writes.lock();
         if self.epoch() != epoch {
             return false;
         }
-        shard.insert(hash, Entry::Found(key));
+        self.found.insert(hash, key);
         true
     }
 
-    pub(crate) fn insert_missing(&self, hash: KeyHash, until_ns: u64, epoch: u64) {
-        // Bounded: past the cap, unknown keys just go to the database (still behind the checksum).
-        if self.negative_len.load(Ordering::Relaxed) >= self.max_negative {
-            return;
-        }
-        let mut shard = self.shard(&hash).write();
-        if self.epoch() == epoch && shard.insert(hash, Entry::Missing { until_ns }).is_none() {
-            self.negative_len.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn insert_missing(&self, hash: KeyHash, epoch: u64) {
+        let _writes = self.writes.lock();
+        if self.epoch() == epoch {
+            self.missing.insert(hash, ());
         }
     }
 
     pub(crate) fn invalidate_key(&self, hash: &KeyHash) {
-        let mut shard = self.shard(hash).write();
+        let _writes = self.writes.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        if let Some(Entry::Missing { .. }) = shard.remove(hash) {
-            self.negative_len.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.found.invalidate(hash);
+        self.missing.invalidate(hash);
     }
 
-    /// Forgets every cached key of an org and its phone numbers (they changed).
+    /// Forgets every cached key of an org and its facts (they changed).
     pub(crate) fn invalidate_org(&self, org: &OrgId) {
-        self.org_numbers.write().remove(org);
-        for shard in &self.shards {
-            let mut shard = shard.write();
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-            shard.retain(|_, entry| !matches!(entry, Entry::Found(key) if key.policy.org_id == *org));
+        let _writes = self.writes.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.orgs.invalidate(org);
+        let org = org.clone();
+        if self.found.invalidate_entries_if(move |_, key| key.policy.org_id == org).is_err() {
+            // Only possible without `support_invalidation_closures`, which `new` sets.
+            self.found.invalidate_all();
         }
     }
 
-    /// Drops expired negative entries.
-    pub(crate) fn sweep(&self, now_ns: u64) {
-        for shard in &self.shards {
-            let mut removed = 0;
-            shard.write().retain(|_, entry| match entry {
-                Entry::Missing { until_ns } if *until_ns <= now_ns => {
-                    removed += 1;
-                    false
-                }
-                _ => true,
-            });
-            self.negative_len.fetch_sub(removed, Ordering::Relaxed);
-        }
+    /// Applies pending evictions and expiries now, so memory is handed back without traffic.
+    pub(crate) fn run_upkeep(&self) {
+        self.found.run_pending_tasks();
+        self.missing.run_pending_tasks();
+        self.retired.run_pending_tasks();
+        self.orgs.run_pending_tasks();
     }
 
+    /// The cells of a key being loaded: those of its cached or recently dropped version, or new.
     pub(crate) fn cells_for(&self, hash: KeyHash, key_id: &KeyId) -> Arc<KeyCells> {
-        if let Some(cells) = self.cells.read().get(&hash) {
-            return Arc::clone(cells);
+        if let Some(key) = self.found.get(&hash) {
+            return Arc::clone(&key.cells);
         }
-        Arc::clone(self.cells.write().entry(hash).or_insert_with(|| {
-            Arc::new(KeyCells {
-                key_id: key_id.clone(),
-                tat_ns: AtomicU64::new(0),
-                last_used_ns: AtomicI64::new(0),
-                last_used_dirty: AtomicBool::new(false),
-            })
-        }))
+        if let Some(cells) = self.retired.remove(&hash) {
+            return cells;
+        }
+        Arc::new(KeyCells {
+            key_id: key_id.clone(),
+            tat_ns: AtomicU64::new(0),
+            last_used_ns: AtomicI64::new(0),
+            last_used_dirty: AtomicBool::new(false),
+        })
+    }
+
+    /// Marks a key used at `now_ns`; the first use since a flush queues its cells for the next.
+    pub(crate) fn mark_used(&self, cells: &Arc<KeyCells>, now_ns: u64) {
+        cells.last_used_ns.fetch_max(i64::try_from(now_ns).unwrap_or(i64::MAX), Ordering::AcqRel);
+        if !cells.last_used_dirty.swap(true, Ordering::AcqRel) {
+            self.used.lock().push(Arc::clone(cells));
+        }
     }
 
     /// Every key used since the last call (and clears the marks).
-    pub(crate) fn take_last_used(&self) -> Vec<(KeyId, i64)> {
-        self.cells
-            .read()
-            .values()
-            .filter(|cells| cells.last_used_dirty.swap(false, Ordering::AcqRel))
-            .map(|cells| (cells.key_id.clone(), cells.last_used_ns.load(Ordering::Acquire)))
-            .collect()
+    pub(crate) fn take_last_used(&self) -> Vec<Arc<KeyCells>> {
+        let used = std::mem::take(&mut *self.used.lock());
+        for cells in &used {
+            cells.last_used_dirty.store(false, Ordering::Release);
+        }
+        used
     }
 
     /// Puts marks back after a failed flush, so the next one retries.
-    pub(crate) fn restore_last_used(&self, ids: &[(KeyId, i64)]) {
-        let cells = self.cells.read();
-        for cell in cells.values() {
-            if ids.iter().any(|(id, _)| *id == cell.key_id) {
-                cell.last_used_dirty.store(true, Ordering::Release);
+    pub(crate) fn restore_last_used(&self, cells: Vec<Arc<KeyCells>>) {
+        let mut used = self.used.lock();
+        for cell in cells {
+            if !cell.last_used_dirty.swap(true, Ordering::AcqRel) {
+                used.push(cell);
             }
         }
     }
 
-    pub(crate) fn org_numbers(&self, org: &OrgId) -> Option<Arc<[String]>> {
-        self.org_numbers.read().get(org).cloned()
+    pub(crate) fn org_facts(&self, org: &OrgId) -> Option<Arc<OrgFacts>> {
+        self.orgs.get(org)
     }
 
-    pub(crate) fn put_org_numbers(&self, org: OrgId, numbers: Arc<[String]>, epoch: u64) {
-        let mut map = self.org_numbers.write();
+    pub(crate) fn put_org_facts(&self, org: OrgId, facts: Arc<OrgFacts>, epoch: u64) {
+        let _writes = self.writes.lock();
         if self.epoch() == epoch {
-            map.insert(org, numbers);
+            self.orgs.insert(org, facts);
+        }
+    }
+
+    /// Waits for this key's turn to load; the guard hands the turn on when dropped.
+    pub(crate) async fn load_turn(&self, hash: KeyHash) -> LoadTurn<'_> {
+        let gate = Arc::clone(self.loading.lock().entry(hash).or_default());
+        let guard = Arc::clone(&gate).lock_owned().await;
+        LoadTurn { cache: self, hash, gate, _guard: guard }
+    }
+
+    /// Keys held right now, once pending evictions are applied.
+    pub(crate) fn len(&self) -> u64 {
+        self.found.run_pending_tasks();
+        self.found.entry_count()
+    }
+}
+
+/// One loader's turn for one key (single flight).
+pub(crate) struct LoadTurn<'c> {
+    cache: &'c KeyCache,
+    hash: KeyHash,
+    gate: Arc<tokio::sync::Mutex<()>>,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for LoadTurn<'_> {
+    fn drop(&mut self) {
+        let mut loading = self.cache.loading.lock();
+        // Ours, the guard's and the map's: nobody else waits, so the gate can go.
+        if Arc::strong_count(&self.gate) <= 3 {
+            loading.remove(&self.hash);
         }
     }
 }

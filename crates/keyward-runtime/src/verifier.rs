@@ -11,11 +11,12 @@ use keyward_core::key::{KeyFormat, KeyHash, Pepper};
 use keyward_core::policy::{self, Context, Denial, EffectiveChannels, KeyPolicy, VerifyRequest};
 use keyward_core::ratelimit::Quota;
 use keyward_core::record::KeyRecord;
+use keyward_core::signing::SigningKey;
 use keyward_core::Code;
 use keyward_store::{Change, ChangeSignals, Store, StoreError};
 use time::OffsetDateTime;
 
-use crate::cache::{CachedKey, KeyCache, Lookup};
+use crate::cache::{CacheLimits, CachedKey, KeyCache, Lookup, OrgFacts};
 use crate::clock::{unix_nanos, Clock};
 use crate::shared::{LocalRateLimiter, LocalReplayStore, RateLimiter, ReplayStore, SharedHealth};
 
@@ -27,6 +28,13 @@ pub struct VerifierConfig {
     /// How long an unknown key is remembered as unknown.
     pub negative_ttl: Duration,
     pub max_negative_entries: u64,
+    /// At most this many keys are cached (least recently and least frequently used go first).
+    pub max_cached_keys: u64,
+    /// A cached key is read again after this long even if no change said so.
+    pub cache_max_age: Duration,
+    /// A verification that must read the store answers `Unavailable` past this bound, so a
+    /// stuck database costs callers a short wait, not the store's own timeout.
+    pub store_read_timeout: Duration,
     /// Once the change feed has not been confirmed for this long, cached keys are not trusted:
     /// each verification reads the store (and fails closed when it cannot).
     pub max_staleness: Duration,
@@ -145,7 +153,12 @@ impl Verifier {
         Self {
             shared,
             feed: FeedState::default(),
-            cache: KeyCache::new(config.max_negative_entries),
+            cache: KeyCache::new(CacheLimits {
+                max_keys: config.max_cached_keys,
+                max_age: config.cache_max_age,
+                max_missing: config.max_negative_entries,
+                missing_ttl: config.negative_ttl,
+            }),
             counters: Counters {
                 hits: metrics::counter!("keyward_key_cache_hits_total"),
                 misses: metrics::counter!("keyward_key_cache_misses_total"),
@@ -240,8 +253,7 @@ impl Verifier {
             }));
         }
         let rate = RateInfo { limit: budget.limit, remaining: budget.remaining, reset_ms: budget.reset_ms };
-        cells.last_used_ns.fetch_max(i64::try_from(now_ns).unwrap_or(i64::MAX), Ordering::AcqRel);
-        cells.last_used_dirty.store(true, Ordering::Release);
+        self.cache.mark_used(cells, now_ns);
         answer(Outcome::Valid { policy, channels, rate })
     }
 
@@ -266,9 +278,9 @@ impl Verifier {
         if !self.feed_is_fresh(now_ns) {
             // Another node may have revoked this key and this node would not know: confirm it.
             self.counters.stale_reads.increment(1);
-            return self.load(hash, now_ns).await;
+            return self.load_bounded(hash, false).await;
         }
-        match self.cache.get(&hash, now_ns) {
+        match self.cache.get(&hash) {
             Lookup::Found(cached) => {
                 self.counters.hits.increment(1);
                 Ok(Some(cached))
@@ -279,28 +291,46 @@ impl Verifier {
             }
             Lookup::Unknown => {
                 self.counters.misses.increment(1);
-                self.load(hash, now_ns).await
+                self.load_bounded(hash, true).await
             }
         }
     }
 
-    async fn load(&self, hash: KeyHash, now_ns: u64) -> Result<Option<Arc<CachedKey>>, StoreError> {
+    /// [`Verifier::load`] within the configured bound: a database that hangs (a lock held by
+    /// another process, a stalled network) answers `Unavailable` quickly.
+    async fn load_bounded(&self, hash: KeyHash, may_share: bool) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        match tokio::time::timeout(self.config.store_read_timeout, self.load(hash, may_share)).await {
+            Ok(loaded) => loaded,
+            Err(_) => Err(StoreError::Unavailable("the key store did not answer in time".into())),
+        }
+    }
+
+    /// One store read per key at a time: concurrent misses for the same key wait for the first
+    /// and, when `may_share`, take what it cached. (A stale-feed confirmation reads again.)
+    async fn load(&self, hash: KeyHash, may_share: bool) -> Result<Option<Arc<CachedKey>>, StoreError> {
+        let _turn = self.cache.load_turn(hash).await;
+        if may_share {
+            match self.cache.get(&hash) {
+                Lookup::Found(cached) => return Ok(Some(cached)),
+                Lookup::Missing => return Ok(None),
+                Lookup::Unknown => {}
+            }
+        }
         // An invalidation racing the read makes the read stale: read again (rarely more than once).
         for _ in 0..3 {
             let epoch = self.cache.epoch();
             let Some(record) = self.store.find_key_by_hash(&hash).await? else {
-                let ttl = u64::try_from(self.config.negative_ttl.as_nanos()).unwrap_or(u64::MAX);
-                self.cache.insert_missing(hash, now_ns.saturating_add(ttl), epoch);
+                self.cache.insert_missing(hash, epoch);
                 return Ok(None);
             };
             // The map hit was on the hash; confirm it in constant time anyway.
             if !record.hash.ct_eq(&hash) {
                 return Ok(None);
             }
-            let numbers = self.org_numbers(&record, epoch).await?;
+            let facts = self.org_facts(&record, epoch).await?;
             let cached = Arc::new(CachedKey {
                 cells: self.cache.cells_for(hash, &record.id),
-                policy: self.compile(record, numbers)?,
+                policy: self.compile(record, &facts)?,
             });
             if self.cache.insert_found(hash, Arc::clone(&cached), epoch) {
                 return Ok(Some(cached));
@@ -309,20 +339,29 @@ impl Verifier {
         Err(StoreError::Unavailable("the key kept changing while it was being loaded".into()))
     }
 
-    async fn org_numbers(&self, record: &KeyRecord, epoch: u64) -> Result<Arc<[String]>, StoreError> {
-        if let Some(numbers) = self.cache.org_numbers(&record.org_id) {
-            return Ok(numbers);
+    async fn org_facts(&self, record: &KeyRecord, epoch: u64) -> Result<Arc<OrgFacts>, StoreError> {
+        if let Some(facts) = self.cache.org_facts(&record.org_id) {
+            return Ok(facts);
         }
-        let numbers: Arc<[String]> =
-            self.store.org(&record.org_id).phone_numbers().await?.into_iter().map(|n| n.number).collect();
-        self.cache.put_org_numbers(record.org_id.clone(), Arc::clone(&numbers), epoch);
-        Ok(numbers)
+        let org = self.store.org(&record.org_id);
+        let numbers = org.phone_numbers().await?.into_iter().map(|n| n.number).collect();
+        let channels = org.channels().await?.into_iter().map(|c| c.slug).collect();
+        let facts = Arc::new(OrgFacts { numbers, channels });
+        self.cache.put_org_facts(record.org_id.clone(), Arc::clone(&facts), epoch);
+        Ok(facts)
     }
 
-    fn compile(&self, record: KeyRecord, org_phone_numbers: Arc<[String]>) -> Result<KeyPolicy, StoreError> {
-        let signing_secret = match (&record.sealed_signing_secret, record.settings.hmac_required) {
+    /// How many keys this node holds in its cache (approximate).
+    pub fn cached_keys(&self) -> u64 {
+        self.cache.len()
+    }
+
+    fn compile(&self, record: KeyRecord, org: &OrgFacts) -> Result<KeyPolicy, StoreError> {
+        let signing_key = match (&record.sealed_signing_secret, record.settings.hmac_required) {
             (Some(sealed), true) => {
-                Some(self.secret_box.open(sealed, record.id.as_str()).map_err(|e| StoreError::Other(Box::new(e)))?)
+                let secret =
+                    self.secret_box.open(sealed, record.id.as_str()).map_err(|e| StoreError::Other(Box::new(e)))?;
+                Some(SigningKey::new(&secret))
             }
             (None, true) => return Err(StoreError::Other("key requires HMAC but has no signing secret".into())),
             (_, false) => None,
@@ -335,10 +374,11 @@ impl Verifier {
             revoked: record.revoked_at.is_some(),
             expires_at: settings.expires_at,
             ip_allowlist: settings.ip_allowlist,
-            signing_secret,
+            signing_key,
             scopes: settings.scopes,
             phone_allowlist: settings.phone_allowlist,
-            org_phone_numbers,
+            org_phone_numbers: Arc::clone(&org.numbers),
+            org_channels: Arc::clone(&org.channels),
             channels: settings.channels,
             environment: settings.environment,
             meta: settings.meta,
@@ -363,15 +403,14 @@ impl Verifier {
         }
         let uses: Vec<_> = pending
             .iter()
-            .map(|(id, ns)| {
-                (
-                    id.clone(),
-                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(*ns)).unwrap_or(OffsetDateTime::UNIX_EPOCH),
-                )
+            .map(|cells| {
+                let ns = cells.last_used_ns.load(Ordering::Acquire);
+                let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                (cells.key_id.clone(), at)
             })
             .collect();
         if let Err(error) = self.store.record_last_used(&uses).await {
-            self.cache.restore_last_used(&pending);
+            self.cache.restore_last_used(pending);
             return Err(error);
         }
         Ok(uses.len())
@@ -466,7 +505,7 @@ impl Verifier {
                         tracing::warn!(%error, "last-used flush failed; will retry");
                     }
                     let now = self.clock.now();
-                    self.cache.sweep(unix_nanos(now));
+                    self.cache.run_upkeep();
                     self.shared.replay.sweep(now.unix_timestamp());
                 }
                 _ = stopped.changed() => break,

@@ -23,6 +23,8 @@ use time::OffsetDateTime;
 struct CountingStore {
     inner: SqliteStore,
     key_reads: AtomicUsize,
+    /// How long each key read takes on top of the real one (a slow or stuck database).
+    read_delay: Duration,
 }
 
 #[async_trait]
@@ -53,6 +55,7 @@ impl Store for CountingStore {
     }
     async fn find_key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>> {
         self.key_reads.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.read_delay).await;
         self.inner.find_key_by_hash(hash).await
     }
     async fn record_last_used(&self, uses: &[(KeyId, OffsetDateTime)]) -> StoreResult<()> {
@@ -92,8 +95,26 @@ struct Fixture {
     org: OrgId,
     key: String,
     key_id: KeyId,
+    master: MasterKey,
     _dir: tempfile::TempDir,
 }
+
+/// What a test changes from the fixture's defaults.
+struct Options {
+    read_delay: Duration,
+    max_cached_keys: u64,
+    cache_max_age: Duration,
+    store_read_timeout: Duration,
+    rate_limit: u32,
+}
+
+const DEFAULTS: Options = Options {
+    read_delay: Duration::ZERO,
+    max_cached_keys: 100_000,
+    cache_max_age: Duration::from_secs(600),
+    store_read_timeout: Duration::from_millis(500),
+    rate_limit: 1000,
+};
 
 fn event(target: &KeyId, action: &str) -> NewAuditEvent {
     NewAuditEvent {
@@ -112,19 +133,61 @@ fn event(target: &KeyId, action: &str) -> NewAuditEvent {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(DEFAULTS).await
+}
+
+async fn fixture_with(options: Options) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let inner = SqliteStore::open(dir.path().join("k.db").to_str().unwrap()).unwrap();
     inner.migrate().await.unwrap();
-    let store = Arc::new(CountingStore { inner, key_reads: AtomicUsize::new(0) });
+    let store = Arc::new(CountingStore { inner, key_reads: AtomicUsize::new(0), read_delay: options.read_delay });
     let master = MasterKey::generate(&mut rand::rngs::OsRng);
     let org = OrgRecord { id: OrgId::generate(&mut rand::thread_rng()), name: "o".into(), created_at: NOW };
     store.insert_org(&org).await.unwrap();
     let format = KeyFormat::default();
     let secret = format.generate(Environment::Live, &mut rand::rngs::OsRng);
     let key_id = KeyId::generate(&mut rand::thread_rng());
-    let record = KeyRecord {
+    let record = key_record(&master, &org.id, &key_id, &secret, options.rate_limit);
+    store.org(&org.id).insert_key(&record, &event(&key_id, "key.created")).await.unwrap();
+    let verifier = Verifier::new(
+        VerifierConfig {
+            format,
+            default_rate_limit: 80,
+            signature_tolerance_seconds: 300,
+            negative_ttl: Duration::from_secs(10),
+            max_negative_entries: 1000,
+            max_staleness: Duration::from_secs(2),
+            max_cached_keys: options.max_cached_keys,
+            cache_max_age: options.cache_max_age,
+            store_read_timeout: options.store_read_timeout,
+        },
+        master.pepper(),
+        master.secret_box(),
+        store.clone(),
+        Arc::new(ManualClock::new(NOW)),
+        SharedState::local(NOW.unix_timestamp(), 300),
+    );
+    Fixture {
+        store,
+        verifier: Arc::new(verifier),
+        org: org.id,
+        key: secret.expose().to_owned(),
+        key_id,
+        master,
+        _dir: dir,
+    }
+}
+
+fn key_record(
+    master: &MasterKey,
+    org: &OrgId,
+    key_id: &KeyId,
+    secret: &keyward_core::key::KeySecret,
+    rate_limit: u32,
+) -> KeyRecord {
+    KeyRecord {
         id: key_id.clone(),
-        org_id: org.id.clone(),
+        org_id: org.clone(),
         prefix: secret.prefix_field().to_owned(),
         hash: master.pepper().hash(secret.expose()),
         sealed_signing_secret: None,
@@ -132,7 +195,7 @@ async fn fixture() -> Fixture {
             name: "k".into(),
             scopes: vec!["messages:send".into()],
             hmac_required: false,
-            rate_limit: Some(1000),
+            rate_limit: Some(rate_limit),
             expires_at: None,
             ip_allowlist: Vec::new(),
             phone_allowlist: Vec::new(),
@@ -146,24 +209,16 @@ async fn fixture() -> Fixture {
         revoked_at: None,
         revoked_by: None,
         last_used_at: None,
-    };
-    store.org(&org.id).insert_key(&record, &event(&key_id, "key.created")).await.unwrap();
-    let verifier = Verifier::new(
-        VerifierConfig {
-            format,
-            default_rate_limit: 80,
-            signature_tolerance_seconds: 300,
-            negative_ttl: Duration::from_secs(10),
-            max_negative_entries: 1000,
-            max_staleness: Duration::from_secs(2),
-        },
-        master.pepper(),
-        master.secret_box(),
-        store.clone(),
-        Arc::new(ManualClock::new(NOW)),
-        SharedState::local(NOW.unix_timestamp(), 300),
-    );
-    Fixture { store, verifier: Arc::new(verifier), org: org.id, key: secret.expose().to_owned(), key_id, _dir: dir }
+    }
+}
+
+/// Adds a key to the fixture's org; returns the key.
+async fn add_key(f: &Fixture) -> String {
+    let secret = KeyFormat::default().generate(Environment::Live, &mut rand::rngs::OsRng);
+    let key_id = KeyId::generate(&mut rand::thread_rng());
+    let record = key_record(&f.master, &f.org, &key_id, &secret, 1000);
+    f.store.org(&f.org).insert_key(&record, &event(&key_id, "key.created")).await.unwrap();
+    secret.expose().to_owned()
 }
 
 async fn code(verifier: &Verifier, key: &str) -> &'static str {
@@ -229,4 +284,67 @@ async fn another_process_revoking_reaches_the_cache_through_the_change_feed() {
     assert_eq!(code(&f.verifier, &f.key).await, "API_KEY_INACTIVE");
     assert!(started.elapsed() < Duration::from_millis(250), "took {:?}", started.elapsed());
     background.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_for_one_key_make_one_store_read() {
+    let f = fixture_with(Options { read_delay: Duration::from_millis(50), ..DEFAULTS }).await;
+    let verifications = (0..64).map(|_| code(&f.verifier, &f.key));
+    let codes = futures_util::future::join_all(verifications).await;
+    assert!(codes.iter().all(|code| *code == "VALID"), "{codes:?}");
+    assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_cache_holds_at_most_its_capacity() {
+    let f = fixture_with(Options { max_cached_keys: 10, ..DEFAULTS }).await;
+    let mut keys = Vec::new();
+    for _ in 0..60 {
+        keys.push(add_key(&f).await);
+    }
+    for key in &keys {
+        assert_eq!(code(&f.verifier, key).await, "VALID");
+    }
+    let held = f.verifier.cached_keys();
+    assert!(held <= 10, "{held} keys cached with a capacity of 10");
+    // Evicted keys still verify, from the store.
+    assert_eq!(code(&f.verifier, &keys[0]).await, "VALID");
+}
+
+#[tokio::test]
+async fn a_cached_key_is_read_again_past_its_maximum_age() {
+    let f = fixture_with(Options { cache_max_age: Duration::from_millis(300), ..DEFAULTS }).await;
+    assert_eq!(code(&f.verifier, &f.key).await, "VALID");
+    assert_eq!(code(&f.verifier, &f.key).await, "VALID");
+    assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(code(&f.verifier, &f.key).await, "VALID");
+    assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_stuck_store_answers_unavailable_within_the_verify_bound() {
+    let f = fixture_with(Options {
+        read_delay: Duration::from_secs(5),
+        store_read_timeout: Duration::from_millis(100),
+        ..DEFAULTS
+    })
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(code(&f.verifier, &f.key).await, "UNAVAILABLE");
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(1000), "waited {waited:?}");
+}
+
+#[tokio::test]
+async fn a_throttled_key_keeps_its_budget_when_its_cache_entry_is_dropped() {
+    let f = fixture_with(Options { rate_limit: 3, ..DEFAULTS }).await;
+    for _ in 0..3 {
+        assert_eq!(code(&f.verifier, &f.key).await, "VALID");
+    }
+    assert_eq!(code(&f.verifier, &f.key).await, "RATE_LIMITED");
+    // An edit elsewhere invalidates the entry; the reload must not hand out a fresh bucket.
+    f.verifier.invalidate(&f.master.pepper().hash(&f.key));
+    assert_eq!(code(&f.verifier, &f.key).await, "RATE_LIMITED");
+    assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 2);
 }

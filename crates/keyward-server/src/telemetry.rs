@@ -1,5 +1,7 @@
 //! Metrics (Prometheus text at `/metrics`), the access log, and trace ids.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -7,6 +9,7 @@ use axum::extract::Request;
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
+use keyward_core::key::{prefix_field, KeyFormat};
 use keyward_core::Code;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -66,9 +69,78 @@ impl Default for VerifyMetrics {
     }
 }
 
+/// Refused verifications in the log, at most `per_second` lines a second: enough to see an
+/// attack or a misconfigured client, never a disk filled at full rate. A fixed one-second
+/// window in one atomic (second << 32 | count) is all this needs; a GCRA crate would add a
+/// clock and a lock for nothing.
+#[derive(Debug)]
+pub struct RefusalLog {
+    per_second: u32,
+    window: AtomicU64,
+}
+
+impl RefusalLog {
+    pub fn new(per_second: u32) -> Self {
+        Self { per_second, window: AtomicU64::new(0) }
+    }
+
+    /// Logs a refusal if this second still has room: the code, the key's displayable prefix
+    /// (never the key) and the client IP.
+    pub fn record(&self, code: Code, key: &str, format: &KeyFormat, client_ip: Option<IpAddr>, now_unix: i64) {
+        if code == Code::Valid || self.per_second == 0 || !self.take(now_unix) {
+            return;
+        }
+        // Only a well-formed key (right shape and checksum) has a prefix worth showing; anything
+        // else may be some other secret pasted by mistake, so nothing of it is logged.
+        let prefix = if format.parse(key).is_some() { prefix_field(key) } else { "-" };
+        match client_ip {
+            Some(ip) => tracing::info!(code = code.as_str(), key_prefix = prefix, client_ip = %ip, "verification refused"),
+            None => tracing::info!(code = code.as_str(), key_prefix = prefix, "verification refused"),
+        }
+    }
+
+    fn take(&self, now_unix: i64) -> bool {
+        let second = u64::try_from(now_unix).unwrap_or(0) & 0xFFFF_FFFF;
+        let mut current = self.window.load(Ordering::Relaxed);
+        loop {
+            let (window, count) = (current >> 32, current & 0xFFFF_FFFF);
+            let next = if window == second {
+                if count >= u64::from(self.per_second) {
+                    return false;
+                }
+                current + 1
+            } else {
+                (second << 32) | 1
+            };
+            match self.window.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+/// Whether a path is a verification door, whose requests are counted rather than logged.
+fn is_verification(path: &str) -> bool {
+    path == "/v1/verify" || path == "/v1/authorize"
+}
+
 /// One line per request: method, path (never the query: it may carry data), status, latency,
-/// and for a 5xx the internal cause the client did not see.
-pub async fn access_log(request: Request, next: Next) -> Response {
+/// and for a 5xx the internal cause the client did not see. Verifications have no line unless
+/// `verbose_verifications` (they are counted in /metrics; refusals are sampled by [`RefusalLog`]),
+/// but their internal failures still do.
+pub async fn access_log(
+    axum::extract::State(verbose_verifications): axum::extract::State<bool>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !verbose_verifications && is_verification(request.uri().path()) {
+        let response = next.run(request).await;
+        if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+            tracing::error!(status = response.status().as_u16(), cause = %cause, "verification failed");
+        }
+        return response;
+    }
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();

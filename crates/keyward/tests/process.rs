@@ -390,3 +390,40 @@ fn secrets_never_reach_the_log() {
         assert!(!log.contains(value), "the {what} reached the log");
     }
 }
+
+#[test]
+fn verifications_are_counted_not_logged_and_refusals_are_sampled() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), Some(OPERATOR_TOKEN));
+    let org = post(&server, "/v1/orgs", &json!({ "name": "Acme" }))["id"].as_str().unwrap().to_owned();
+    let key = post(&server, &format!("/v1/orgs/{org}/keys"), &json!({ "name": "live" }));
+    let live = key["secret"].as_str().unwrap().to_owned();
+    let revoked = post(&server, &format!("/v1/orgs/{org}/keys"), &json!({ "name": "old" }));
+    let revoked_secret = revoked["secret"].as_str().unwrap().to_owned();
+    post(&server, &format!("/v1/orgs/{org}/keys/{}/revoke", revoked["key"]["id"].as_str().unwrap()), &json!({}));
+
+    for _ in 0..200 {
+        assert_eq!(post(&server, "/v1/verify", &json!({ "key": live }))["code"], "VALID");
+        assert_eq!(post(&server, "/v1/verify", &json!({ "key": revoked_secret }))["code"], "API_KEY_INACTIVE");
+        assert_eq!(post(&server, "/v1/verify", &json!({ "key": "sk_test_not_one_of_ours" }))["code"], "INVALID_API_KEY");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+
+    let log = server.later_stderr.lock().unwrap().clone();
+    let verify_lines = log.iter().filter(|line| line.contains("/v1/verify")).count();
+    assert_eq!(verify_lines, 0, "no access line per verification by default: {log:#?}");
+    assert!(log.iter().any(|line| line.contains("/v1/orgs")), "management calls keep their access line: {log:#?}");
+    let refusals: Vec<&String> = log.iter().filter(|line| line.contains("verification refused")).collect();
+    // 400 refusals in a few seconds, sampled at 10 a second.
+    assert!(!refusals.is_empty() && refusals.len() <= 60, "{} refusal lines", refusals.len());
+    let inactive = refusals.iter().find(|line| line.contains("API_KEY_INACTIVE")).expect("an inactive key's refusal");
+    assert!(inactive.contains(&revoked_secret[..16]), "the key prefix is logged: {inactive}");
+    assert!(refusals.iter().all(|line| line.contains("key_prefix")), "{refusals:#?}");
+    let joined = log.join("\n");
+    assert!(!joined.contains(&revoked_secret) && !joined.contains(&live), "a key reached the log");
+    assert!(!joined.contains("sk_test_not_one_of_ours"), "a presented credential reached the log");
+
+    let metrics = client().get(format!("{}/metrics", server.base_url)).send().unwrap().text().unwrap();
+    assert!(metrics.contains(r#"keyward_verifications_total{code="VALID"} 200"#), "{metrics}");
+    assert!(metrics.contains(r#"keyward_verifications_total{code="API_KEY_INACTIVE"} 200"#), "{metrics}");
+}

@@ -24,27 +24,33 @@ impl EffectiveChannels<'_, '_> {
     }
 }
 
+/// The most channels one request may name (the HTTP layers refuse more with a 400).
+pub const MAX_REQUESTED_CHANNELS: usize = 100;
+
 pub(super) fn effective<'p, 'a>(
     key: &'p Channels,
+    org_channels: &[String],
     requested: Option<&'a [Cow<'a, str>]>,
 ) -> Result<EffectiveChannels<'p, 'a>, Denial> {
     // An empty list targets nothing in particular: read it as "not given".
     let requested = requested.filter(|list| !list.is_empty());
-    match (key, requested) {
-        (Channels::All, None) => Ok(EffectiveChannels::All),
-        (Channels::All, Some(requested)) => Ok(EffectiveChannels::Requested(requested)),
-        (Channels::Only(own), None) => Ok(EffectiveChannels::Key(own)),
-        (Channels::Only(own), Some(requested)) => {
-            let outside: Vec<&str> =
-                requested.iter().map(AsRef::as_ref).filter(|slug| !own.iter().any(|o| o == slug)).collect();
-            if outside.is_empty() {
-                Ok(EffectiveChannels::Requested(requested))
-            } else {
-                Err(Denial {
-                    code: Code::ChannelScopeViolation,
-                    message: Cow::Owned(format!("This API key may not target the channels: {}", outside.join(", "))),
-                })
-            }
+    // A slug the org does not have is refused whatever the key's rule: `all` must not echo
+    // made-up channels back as the effective set.
+    let permitted = |slug: &str| {
+        org_channels.iter().any(|c| c == slug) && !matches!(key, Channels::Only(own) if !own.iter().any(|o| o == slug))
+    };
+    if let Some(requested) = requested {
+        if !requested.iter().all(|slug| permitted(slug)) {
+            let outside: Vec<&str> = requested.iter().map(AsRef::as_ref).filter(|slug| !permitted(slug)).collect();
+            return Err(Denial {
+                code: Code::ChannelScopeViolation,
+                message: Cow::Owned(format!("This API key may not target the channels: {}", outside.join(", "))),
+            });
         }
     }
+    Ok(match (key, requested) {
+        (Channels::All, None) => EffectiveChannels::All,
+        (Channels::Only(own), None) => EffectiveChannels::Key(own),
+        (_, Some(requested)) => EffectiveChannels::Requested(requested),
+    })
 }

@@ -12,16 +12,16 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use time::OffsetDateTime;
 
-use crate::crypto::SigningSecret;
 use crate::ids::{KeyId, OrgId};
 use crate::key::Environment;
 use crate::ratelimit::Quota;
 use crate::record::Channels;
+use crate::signing::SigningKey;
 use crate::signing::{self, SignatureBytes, SignedRequest};
 use crate::validate::ALL_SCOPES;
 use crate::Code;
 
-pub use channels::EffectiveChannels;
+pub use channels::{EffectiveChannels, MAX_REQUESTED_CHANNELS};
 
 /// Everything verification needs to know about one key, decrypted and parsed once when cached.
 #[derive(Debug)]
@@ -32,12 +32,14 @@ pub struct KeyPolicy {
     pub revoked: bool,
     pub expires_at: Option<OffsetDateTime>,
     pub ip_allowlist: Vec<IpNet>,
-    /// Present exactly when the key requires HMAC signatures.
-    pub signing_secret: Option<SigningSecret>,
+    /// Present exactly when the key requires HMAC signatures: the secret, keyed once.
+    pub signing_key: Option<SigningKey>,
     pub scopes: Vec<String>,
     pub phone_allowlist: Vec<String>,
     /// The org's registered sender numbers (E.164), shared by all keys of the org.
     pub org_phone_numbers: Arc<[String]>,
+    /// The org's channel slugs: a request may only name these, whatever the key's own rule.
+    pub org_channels: Arc<[String]>,
     pub channels: Channels,
     pub environment: Environment,
     pub meta: Option<serde_json::Map<String, serde_json::Value>>,
@@ -124,7 +126,7 @@ pub fn check_key(
             return Err(Denial::new(Code::IpNotAllowed, "The client IP address is not in this key's allowlist"));
         }
     }
-    match (&policy.signing_secret, &request.signature) {
+    match (&policy.signing_key, &request.signature) {
         (None, _) => Ok(None),
         (Some(_), None) => Err(Denial::new(Code::SignatureRequired, "This API key requires a signed request")),
         (Some(secret), Some(signed)) => {
@@ -155,7 +157,7 @@ pub fn check_request<'p, 'a>(
     if request.scopes.iter().any(|scope| scope == SENDS_MESSAGES) {
         sender::check(policy, request.sender)?;
     }
-    channels::effective(&policy.channels, request.channels)
+    channels::effective(&policy.channels, &policy.org_channels, request.channels)
 }
 
 /// `IpNet::contains` that also matches IPv4-mapped IPv6 peers (`::ffff:10.0.0.1`) against IPv4 entries.

@@ -27,10 +27,11 @@ fn base_policy() -> KeyPolicy {
         revoked: false,
         expires_at: None,
         ip_allowlist: Vec::new(),
-        signing_secret: None,
+        signing_key: None,
         scopes: vec!["messages:send".to_owned(), "templates:read".to_owned()],
         phone_allowlist: Vec::new(),
         org_phone_numbers: Arc::from(vec!["+14155550100".to_owned(), "+14155550101".to_owned()]),
+        org_channels: Arc::from(vec!["marketing".to_owned(), "otp".to_owned(), "sales".to_owned()]),
         channels: Channels::All,
         environment: Environment::Live,
         meta: None,
@@ -58,7 +59,7 @@ fn ipv6_allowlist(p: &mut KeyPolicy) {
     p.ip_allowlist = vec!["2001:db8::1/128".parse().unwrap(), "2001:db8:ff::/48".parse().unwrap()];
 }
 fn hmac(p: &mut KeyPolicy) {
-    p.signing_secret = Some(SigningSecret::from_plaintext(SIGNING_SECRET.to_owned()));
+    p.signing_key = Some(crate::signing::SigningKey::new(&crate::crypto::SigningSecret::from_plaintext(SIGNING_SECRET.to_owned())));
 }
 fn read_only(p: &mut KeyPolicy) {
     p.scopes = vec!["templates:read".to_owned()];
@@ -222,7 +223,7 @@ fn check(case: &Case) {
             let expected_channels = expected_channels.map(|list| list.iter().map(|s| (*s).to_owned()).collect());
             assert_eq!(effective, expected_channels, "{}: effective channels", case.rule);
             let consumed = allowed.signature.map(|(bytes, at)| (hex::encode(bytes), at));
-            let expected_consumed = (policy.signing_secret.is_some() && case.signature != Sig::None)
+            let expected_consumed = (policy.signing_key.is_some() && case.signature != Sig::None)
                 .then(|| (signature.clone(), NOW.unix_timestamp()));
             assert_eq!(consumed, expected_consumed, "{}: the signature to consume", case.rule);
         }
@@ -647,6 +648,17 @@ fn a_channel_violation_names_the_offending_slugs() {
     assert_eq!(denial.code, Code::ChannelScopeViolation);
     assert!(denial.message.contains("sales, support"), "{}", denial.message);
     assert!(!denial.message.contains("otp"), "{}", denial.message);
+}
+
+#[test]
+fn channels_the_org_does_not_have_are_refused_even_for_a_key_on_all_channels() {
+    let policy = base_policy();
+    let requested = [Cow::Borrowed("../admin"), Cow::Borrowed("marketing"), Cow::Borrowed("nonexistent")];
+    let request = VerifyRequest { channels: Some(&requested), ..VerifyRequest::default() };
+    let context = Context { now: NOW, signature_tolerance_seconds: 300 };
+    let denial = verify(&policy, &request, &context, &FixedReplay(false)).unwrap_err();
+    assert_eq!(denial.code, Code::ChannelScopeViolation);
+    assert!(denial.message.ends_with("channels: ../admin, nonexistent"), "{}", denial.message);
 }
 
 #[test]

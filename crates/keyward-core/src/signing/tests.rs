@@ -121,7 +121,7 @@ fn check(case: &Case) {
         body_sha256: &body_sha256,
         signature: &signature,
     };
-    let result = super::check(&secret(), &request, case.now, case.tolerance);
+    let result = super::check(&super::SigningKey::new(&secret()), &request, case.now, case.tolerance);
     match (result, case.expected) {
         (Ok((bytes, timestamp)), Ok(expected)) => {
             assert_eq!(timestamp, expected, "{}", case.rule);
@@ -360,7 +360,7 @@ proptest! {
             body_sha256: &body_sha256,
             signature: &signature,
         };
-        let (bytes, at) = super::check(&secret, &request, NOW, TOLERANCE).unwrap();
+        let (bytes, at) = super::check(&super::SigningKey::new(&secret), &request, NOW, TOLERANCE).unwrap();
         prop_assert_eq!(at, NOW + offset);
         prop_assert_eq!(hex::encode(bytes), signature);
     }

@@ -85,7 +85,7 @@ async fn decide(state: &AppState, request: &Parts) -> Result<Response, Refusal> 
     let body_sha256 = if trusted { header_text(headers, BODY_SHA256) } else { None };
     let verifier = &state.verifier;
     let needs_signature = match verifier.find(key).await {
-        Ok(Some(cached)) => cached.policy.signing_secret.is_some(),
+        Ok(Some(cached)) => cached.policy.signing_key.is_some(),
         Ok(None) => false,
         Err(_) => {
             return Err(Refusal::new(Code::ServiceUnavailable, "The key store is unavailable; try again shortly"))
@@ -115,7 +115,9 @@ async fn decide(state: &AppState, request: &Parts) -> Result<Response, Refusal> 
     let started = std::time::Instant::now();
     let door = verifier
         .verify(key, &check, |outcome| {
-            state.verify_metrics.record(answer::code(&outcome), started);
+            let code = answer::code(&outcome);
+            state.verify_metrics.record(code, started);
+            state.refusal_log.record(code, key, &state.config.key_format, check.client_ip, state.clock.now().unix_timestamp());
             answer::door(outcome)
         })
         .await;

@@ -16,7 +16,7 @@ use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use keyward_core::policy::VerifyRequest;
+use keyward_core::policy::{VerifyRequest, MAX_REQUESTED_CHANNELS};
 use keyward_core::signing::{body_sha256_hex, SignedRequest, EMPTY_BODY_SHA256};
 use keyward_core::Code;
 
@@ -105,8 +105,9 @@ async fn forward(gateway: &Gateway, request: Request) -> Result<Response, Refusa
     let verifier = &gateway.state.verifier;
     // A key that requires HMAC needs the body hashed, so find it before touching the body; the
     // verification below reuses what was found.
-    let found = verifier.find(credential(&parts.headers)?.unwrap_or_default()).await;
-    let needs_signature = matches!(&found, Ok(Some(cached)) if cached.policy.signing_secret.is_some());
+    let key = credential(&parts.headers)?.unwrap_or_default();
+    let found = verifier.find(key).await;
+    let needs_signature = matches!(&found, Ok(Some(cached)) if cached.policy.signing_key.is_some());
 
     let (body, buffered) = if route.needs_body() || needs_signature {
         let bytes = read_body(body, gateway.config.max_body_bytes).await?;
@@ -145,7 +146,10 @@ async fn forward(gateway: &Gateway, request: Request) -> Result<Response, Refusa
     let started = std::time::Instant::now();
     let identity = verifier
         .verify_found(found, &check, |outcome| {
-            gateway.state.verify_metrics.record(answer::code(&outcome), started);
+            let code = answer::code(&outcome);
+            gateway.state.verify_metrics.record(code, started);
+            let now = gateway.state.clock.now().unix_timestamp();
+            gateway.state.refusal_log.record(code, key, &gateway.state.config.key_format, client_ip, now);
             answer::door(outcome)
         })
         .await;
@@ -206,6 +210,12 @@ fn read_pointers<'d>(route: &Route, document: &'d serde_json::Value) -> Result<P
             let slugs: Option<Vec<Cow<'d, str>>> =
                 list.and_then(|list| list.iter().map(|v| v.as_str().map(Cow::Borrowed)).collect());
             match slugs {
+                Some(slugs) if slugs.len() > MAX_REQUESTED_CHANNELS => {
+                    return Err(Refusal::new(
+                        Code::ValidationFailed,
+                        format!("The request names more than {MAX_REQUESTED_CHANNELS} channels at {pointer}"),
+                    ));
+                }
                 Some(slugs) => Some(slugs),
                 None => return Err(missing(pointer.as_str(), "channels (a list of strings)")),
             }

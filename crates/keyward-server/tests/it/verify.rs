@@ -705,6 +705,34 @@ async fn channels_outside_the_keys_are_a_channel_scope_violation_naming_them() {
     assert!(!message.contains("marketing"), "names only the offending slugs: {message}");
 }
 
+#[tokio::test]
+async fn channels_the_org_does_not_have_are_refused_even_for_a_key_on_all_channels() {
+    let app = spawn_app().await;
+    let org = app.create_org_with_senders().await;
+    let (all, _, _) = new_key(&app, &org, json!({ "name": "all channels" })).await;
+
+    let decision = app.verify(&json!({ "key": all, "channels": ["../admin", "marketing", "nonexistent"] })).await;
+
+    assert_denied(&decision, "CHANNEL_SCOPE_VIOLATION", 403, "unknown slugs with a key on all channels");
+    let message = decision["message"].as_str().unwrap();
+    assert!(message.ends_with("../admin, nonexistent"), "names the unknown slugs only: {message}");
+}
+
+#[tokio::test]
+async fn a_request_naming_more_than_100_channels_is_a_validation_error() {
+    let app = spawn_app().await;
+    let org = app.create_org_with_senders().await;
+    let (all, _, _) = new_key(&app, &org, json!({ "name": "all channels" })).await;
+    let hundred: Vec<&str> = std::iter::repeat_n("marketing", 100).collect();
+    assert_valid(&app.verify(&json!({ "key": all, "channels": hundred })).await, "100 channels");
+
+    let many: Vec<String> = (0..10_000).map(|i| format!("c{i}")).collect();
+    let answer = app.post("/v1/verify", &json!({ "key": all, "channels": many })).await;
+
+    answer.assert_problem(400, "VALIDATION_FAILED");
+    assert!(answer.field_error("channels").is_some_and(|m| m.contains("100")), "{:#}", answer.body);
+}
+
 // ---------------------------------------------------------------------------------------------
 // RATE_LIMITED
 
