@@ -352,7 +352,18 @@ pub fn ip_allowlist(value: Option<&Value>) -> Result<Vec<IpNet>, Vec<FieldError>
 pub fn parse_ip_entry(entry: &str) -> Option<IpNet> {
     if entry.contains('/') {
         let net: IpNet = entry.parse().ok()?;
-        (net.trunc() == net).then_some(net)
+        if net.trunc() != net {
+            return None;
+        }
+        // An IPv4-mapped range (`::ffff:10.0.0.0/104`) would match no one, since mapped peers are
+        // compared as IPv4: store it as the IPv4 range it names.
+        Some(match net {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+                .addr()
+                .to_ipv4_mapped()
+                .map_or(net, |v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4)),
+            _ => net,
+        })
     } else {
         let addr: std::net::IpAddr = entry.parse().ok()?;
         // Clients arriving as IPv4-mapped IPv6 are compared as IPv4, so store such entries as IPv4.

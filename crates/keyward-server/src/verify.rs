@@ -76,6 +76,13 @@ pub struct SignedRequestBody<'a> {
 #[derive(Debug)]
 pub struct Scopes<'a>(Vec<Cow<'a, str>>);
 
+impl<'a> Scopes<'a> {
+    /// The scopes asked for (the fuzz targets read a parsed body through this).
+    pub fn as_slice(&self) -> &[Cow<'a, str>] {
+        &self.0
+    }
+}
+
 impl<'de: 'a, 'a> Deserialize<'de> for Scopes<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct ScopesVisitor;

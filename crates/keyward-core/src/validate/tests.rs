@@ -698,8 +698,13 @@ fn channel_slugs_follow_the_spec_shape() {
 
 #[test]
 fn ip_entries_parse_addresses_and_exact_networks() {
-    let rows: [(&str, Option<&str>); 9] = [
+    let rows: [(&str, Option<&str>); 13] = [
         ("203.0.113.7", Some("203.0.113.7/32")),
+        // IPv4-mapped entries become the IPv4 they name: mapped peers are compared as IPv4.
+        ("::ffff:10.0.0.1", Some("10.0.0.1/32")),
+        ("::ffff:10.0.0.1/128", Some("10.0.0.1/32")),
+        ("::ffff:10.0.0.0/104", Some("10.0.0.0/8")),
+        ("::ffff:0:0/96", Some("0.0.0.0/0")),
         ("10.0.0.0/8", Some("10.0.0.0/8")),
         ("0.0.0.0/0", Some("0.0.0.0/0")),
         ("2001:db8::1", Some("2001:db8::1/128")),
