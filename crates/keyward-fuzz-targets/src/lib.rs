@@ -17,8 +17,11 @@ pub mod signature;
 pub mod traceparent;
 pub mod verify_body;
 
+/// A target's body: panics when a property does not hold.
+pub type Target = fn(&[u8]);
+
 /// Every target: its name (= `fuzz/fuzz_targets/<name>.rs` = `fuzz/corpus/<name>/`) and its body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config", config::run),
     ("cursor", cursor::run),
     ("gateway_routes", gateway_routes::run),

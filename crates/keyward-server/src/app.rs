@@ -1,7 +1,6 @@
 //! Application state and the route table: every route of the API is in [`build_app`].
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +25,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::problem::{problem_response, ApiError};
 use crate::telemetry::{self, VerifyMetrics};
 use crate::throttle::LoginThrottle;
-use crate::{console, gateway, openapi, verify};
+use crate::{console, gateway, net, openapi, verify};
 
 /// What the binary hands the server.
 #[derive(Debug)]
@@ -55,6 +54,8 @@ pub struct Keyward {
     pub verify_metrics: VerifyMetrics,
     pub login_throttle: LoginThrottle,
     pub node_id: String,
+    /// Set on the shutdown signal: `/readyz` answers 503 while requests are still served.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 pub type AppState = Arc<Keyward>;
@@ -90,6 +91,7 @@ impl Keyward {
             verify_metrics,
             login_throttle: LoginThrottle::default(),
             node_id: deps.node_id,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 }
@@ -129,8 +131,8 @@ pub fn build_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then stops the background work after a last flush of
-/// pending last-used times.
+/// Serves until `shutdown` resolves and the drain passes ([`net::serve_connections`]), then stops
+/// the background work after a last flush of pending last-used times.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -146,10 +148,18 @@ pub async fn serve(
             telemetry::prometheus().run_upkeep();
         }
     });
-    let app = build_app(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let rules = net::ConnectionRules {
+        header_read_timeout: state.config.header_read_timeout,
+        max_per_ip: state.config.max_connections_per_ip,
+        exempt: state.config.trusted_proxies.clone(),
+        drain: state.config.shutdown_drain,
+    };
+    let app = build_app(Arc::clone(&state));
+    let draining = Arc::clone(&state);
+    net::serve_connections(listener, app, rules, shutdown, move || {
+        draining.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    })
+    .await;
     upkeep.abort();
     background.shutdown().await;
     Ok(())
@@ -169,16 +179,22 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
         SharedHealth::Shared => "ok",
         SharedHealth::Fallback => "fallback",
     };
-    let ready = database && feed.fresh;
+    let draining = state.draining.load(std::sync::atomic::Ordering::SeqCst);
+    let ready = database && feed.fresh && !draining;
+    let status = match (ready, draining) {
+        (true, _) => "ready",
+        (false, true) => "draining",
+        (false, false) => "unavailable",
+    };
     let body = serde_json::json!({
-        "status": if ready { "ready" } else { "unavailable" },
+        "status": status,
         "node_id": state.node_id,
         "database": if database { "ok" } else { "unreachable" },
         "redis": redis,
         "feed": { "lag_ms": feed.lag_ms, "listening": feed.listening, "fresh": feed.fresh },
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(body)).into_response()
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(body)).into_response()
 }
 
 async fn metrics() -> Response {

@@ -25,6 +25,9 @@ struct RawConfig {
     nodes: Option<u32>,
     cache_max_staleness_seconds: Option<u64>,
     replay_fallback: Option<String>,
+    shutdown_drain_seconds: Option<u64>,
+    header_read_timeout_seconds: Option<u64>,
+    max_connections_per_ip: Option<usize>,
     /// Gateway mode (SPEC §6); spanned so its errors can name their line.
     gateway: Option<toml::Spanned<RawGateway>>,
 }
@@ -46,6 +49,14 @@ pub struct Config {
     pub cache_max_staleness: std::time::Duration,
     /// Redis down: refuse signed requests (503), or check replays on this node only.
     pub replay_fallback: ReplayFallback,
+    /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, so a load
+    /// balancer moves traffic away before the listener closes.
+    pub shutdown_drain: std::time::Duration,
+    /// A request's headers must arrive within this, and an idle keep-alive connection is closed
+    /// after it: a client trickling bytes cannot hold a connection.
+    pub header_read_timeout: std::time::Duration,
+    /// Open connections one client address may hold (trusted proxies are not limited).
+    pub max_connections_per_ip: usize,
     /// The `[gateway]` section, when the config file has one: `serve` then also runs the gateway.
     pub gateway: Option<GatewayConfig>,
 }
@@ -133,6 +144,18 @@ impl Config {
             Some("local") => ReplayFallback::Local,
             Some(other) => return Err(format!("replay_fallback must be \"refuse\" or \"local\", not {other:?}")),
         };
+        let shutdown_drain_seconds = raw.shutdown_drain_seconds.unwrap_or(5);
+        if shutdown_drain_seconds > 3600 {
+            return Err("shutdown_drain_seconds must be between 0 and 3600".to_owned());
+        }
+        let header_read_timeout_seconds = raw.header_read_timeout_seconds.unwrap_or(10);
+        if !(1..=300).contains(&header_read_timeout_seconds) {
+            return Err("header_read_timeout_seconds must be between 1 and 300".to_owned());
+        }
+        let max_connections_per_ip = raw.max_connections_per_ip.unwrap_or(128);
+        if !(1..=100_000).contains(&max_connections_per_ip) {
+            return Err("max_connections_per_ip must be between 1 and 100000".to_owned());
+        }
         Ok(Self {
             key_format: KeyFormat::new(prefix),
             default_rate_limit,
@@ -145,6 +168,9 @@ impl Config {
             nodes,
             cache_max_staleness: std::time::Duration::from_secs(staleness),
             replay_fallback,
+            shutdown_drain: std::time::Duration::from_secs(shutdown_drain_seconds),
+            header_read_timeout: std::time::Duration::from_secs(header_read_timeout_seconds),
+            max_connections_per_ip,
             gateway,
         })
     }

@@ -31,11 +31,11 @@ pub const MAX_GRACE_SECONDS: i64 = 604_800;
 impl Keyward {
     pub async fn create_org(&self, name: &str) -> Result<OrgRecord, ApiError> {
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(ApiError::field(
-                "name",
-                "Organization name must be 1–100 characters without control characters",
-            ));
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(ApiError::field("name", "Organization name must be 1–100 characters"));
+        }
+        if let Some(problem) = validate::display_name_problem(name) {
+            return Err(ApiError::field("name", format!("Organization name {problem}")));
         }
         let org = OrgRecord {
             id: OrgId::generate(&mut rand::thread_rng()),
@@ -87,11 +87,10 @@ impl Keyward {
             errors.push(validate::FieldError::new("slug", message));
         }
         let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            errors.push(validate::FieldError::new(
-                "name",
-                "Channel name must be 1–100 characters without control characters",
-            ));
+        if name.is_empty() || name.chars().count() > 100 {
+            errors.push(validate::FieldError::new("name", "Channel name must be 1–100 characters"));
+        } else if let Some(problem) = validate::display_name_problem(name) {
+            errors.push(validate::FieldError::new("name", format!("Channel name {problem}")));
         }
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
@@ -435,9 +434,11 @@ impl Keyward {
         if let Err(retry_after_seconds) = self.login_throttle.begin(&email, ip.as_deref(), now) {
             return Err(LoginError::Throttled { retry_after_seconds });
         }
+        let checking = std::time::Instant::now();
         let member = self.store.find_member_by_email(&email).await?;
         let stored = member.as_ref().map_or(keyward_core::password::DUMMY_HASH, |m| m.password_hash.as_str());
         let matches = verify_password(password.to_owned(), stored.to_owned()).await?;
+        let known_account = member.is_some();
         let member = match member {
             Some(member) if matches => member,
             other => {
@@ -453,6 +454,7 @@ impl Keyward {
                     );
                     self.store.org(&member.org_id).record_event(&event).await?;
                 }
+                self.login_throttle.even_out_failure(known_account, checking).await;
                 return Err(ApiError::code(Code::InvalidCredentials, "The email or password is not correct").into());
             }
         };

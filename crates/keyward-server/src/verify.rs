@@ -172,7 +172,7 @@ impl Serialize for ChannelsOut<'_, '_> {
               (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 503, body = crate::problem::Problem)))]
 pub async fn verify(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let started = Instant::now();
-    if !auth::is_operator(request.headers(), &state) {
+    if !auth::is_operator(request.headers(), &state)? {
         return Err(ApiError::code(Code::Unauthenticated, "POST /v1/verify takes the operator token"));
     }
     let bytes: Bytes = extract::json_body(request, &state).await?;
