@@ -277,14 +277,21 @@ fn optional_bool(value: Option<&Value>) -> Result<bool, String> {
 pub fn rate_limit(value: &Value) -> Result<Option<u32>, String> {
     match value {
         Value::Null => Ok(None),
-        Value::Number(n) => n
-            .as_u64()
+        Value::Number(n) => whole_number(n)
             .filter(|n| (1..=1000).contains(n))
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
             .ok_or_else(|| RATE_LIMIT_MESSAGE.to_owned()),
         _ => Err(RATE_LIMIT_MESSAGE.to_owned()),
     }
+}
+
+/// A non-negative whole number however it is written, `304` or `304.0`: both are JSON Schema
+/// `integer`s, and generated clients send either.
+pub fn whole_number(n: &serde_json::Number) -> Option<u64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53: every whole f64 below it is exact
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "whole, 0 ≤ f < 2^53")]
+    n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && (0.0..EXACT).contains(f)).map(|f| f as u64))
 }
 
 /// An RFC 3339 timestamp strictly after `now`, or null for never.

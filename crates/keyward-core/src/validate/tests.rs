@@ -247,6 +247,8 @@ fn rate_limit_and_expiry_follow_the_spec_rules() {
         // rate_limit
         ok("rate_limit 1 is the minimum", json!({"name": "k", "rate_limit": 1}), json!({"rate_limit": 1})),
         ok("rate_limit 1000 is the maximum", json!({"name": "k", "rate_limit": 1000}), json!({"rate_limit": 1000})),
+        // JSON Schema's `integer` includes 304.0; generated clients may write it so.
+        ok("rate_limit 304.0 is 304", json!({"name": "k", "rate_limit": 304.0}), json!({"rate_limit": 304})),
         err("rate_limit 0 is too low", json!({"name": "k", "rate_limit": 0}), &[("rate_limit", RATE_LIMIT_MESSAGE)]),
         err(
             "rate_limit 1001 is too high",

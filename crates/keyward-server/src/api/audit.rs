@@ -71,6 +71,7 @@ impl AuditEventView {
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Exact action, e.g. `key.revoked`.
     pub action: Option<String>,
@@ -97,7 +98,7 @@ fn time_param(field: &str, value: Option<String>) -> Result<Option<OffsetDateTim
 
 fn short_param(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     match value.filter(|v| !v.is_empty()) {
-        Some(text) if text.len() > 100 => Err(ApiError::field(field, "At most 100 characters")),
+        Some(text) if text.chars().count() > 100 => Err(ApiError::field(field, "At most 100 characters")),
         other => Ok(other),
     }
 }

@@ -179,6 +179,7 @@ pub async fn create(
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListKeysQuery {
     /// `active`, `revoked` or `expired`.
     pub status: Option<String>,
@@ -208,7 +209,7 @@ pub async fn list(
         Some(_) => return Err(ApiError::field("status", "Status must be active, revoked or expired")),
     };
     let created_by = query.created_by.filter(|s| !s.is_empty());
-    if created_by.as_ref().is_some_and(|s| s.len() > 100) {
+    if created_by.as_ref().is_some_and(|s| s.chars().count() > 100) {
         return Err(ApiError::field("created_by", "Too long to be an actor id"));
     }
     let search = search_param(query.q)?;
@@ -364,7 +365,9 @@ pub async fn roll(
     let body: RollKeyBody = optional_json(request, &state).await?;
     let grace_seconds = match body.grace_seconds {
         None | Some(Value::Null) => 0,
-        Some(Value::Number(n)) => n.as_i64().ok_or_else(grace_error)?,
+        Some(Value::Number(n)) => {
+            keyward_core::validate::whole_number(&n).and_then(|n| i64::try_from(n).ok()).ok_or_else(grace_error)?
+        }
         Some(_) => return Err(grace_error()),
     };
     let store = access.store();
