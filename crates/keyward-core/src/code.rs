@@ -13,8 +13,12 @@ pub enum Code {
     Conflict,
     ApiKeyInactive,
     PayloadTooLarge,
+    /// The request target is longer than the HTTP layer reads.
+    UriTooLong,
     UnsupportedMediaType,
     TooManyAttempts,
+    /// The request's headers are larger, or more, than the HTTP layer reads.
+    HeadersTooLarge,
     ServiceUnavailable,
     Internal,
     InvalidApiKey,
@@ -33,7 +37,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, for tables such as the metrics registry.
-    pub const ALL: [Code; 24] = [
+    pub const ALL: [Code; 26] = [
         Code::Valid,
         Code::ValidationFailed,
         Code::Unauthenticated,
@@ -44,8 +48,10 @@ impl Code {
         Code::Conflict,
         Code::ApiKeyInactive,
         Code::PayloadTooLarge,
+        Code::UriTooLong,
         Code::UnsupportedMediaType,
         Code::TooManyAttempts,
+        Code::HeadersTooLarge,
         Code::ServiceUnavailable,
         Code::Internal,
         Code::InvalidApiKey,
@@ -74,7 +80,9 @@ impl Code {
             Code::Conflict => ("CONFLICT", 409, "Conflict"),
             Code::ApiKeyInactive => ("API_KEY_INACTIVE", 409, "API key is inactive"),
             Code::PayloadTooLarge => ("PAYLOAD_TOO_LARGE", 413, "Payload too large"),
+            Code::UriTooLong => ("URI_TOO_LONG", 414, "URI too long"),
             Code::UnsupportedMediaType => ("UNSUPPORTED_MEDIA_TYPE", 415, "Unsupported media type"),
+            Code::HeadersTooLarge => ("HEADERS_TOO_LARGE", 431, "Request headers too large"),
             Code::TooManyAttempts => ("TOO_MANY_ATTEMPTS", 429, "Too many attempts"),
             Code::ServiceUnavailable => ("SERVICE_UNAVAILABLE", 503, "Service unavailable"),
             Code::Internal => ("INTERNAL", 500, "Internal server error"),

@@ -225,7 +225,8 @@ pub fn key_patch(input: &KeyPatchInput, rules: &Rules<'_>) -> Result<KeyPatch, V
     }
 }
 
-/// 1–`max` characters after trimming, no control characters. Returns the trimmed name.
+/// 1–`max` characters after trimming, none that mislead ([`display_name_problem`]). Returns the
+/// trimmed name.
 pub fn name(value: Option<&Value>, max: usize) -> Result<String, String> {
     let text = match value {
         None | Some(Value::Null) => return Err("Key name is required".to_owned()),
@@ -238,10 +239,60 @@ pub fn name(value: Option<&Value>, max: usize) -> Result<String, String> {
     if text.chars().count() > max {
         return Err(format!("Key name must be at most {max} characters"));
     }
-    if text.chars().any(char::is_control) {
-        return Err("Key name must not contain control characters".to_owned());
+    if let Some(problem) = display_name_problem(text) {
+        return Err(format!("Key name {problem}"));
     }
     Ok(text.to_owned())
+}
+
+/// Why a name shown to people (a key's, an org's, a channel's) would mislead, if it would: a
+/// control character, a bidirectional embedding, override or isolate (which reorder the text
+/// around them, in the console and the audit log alike), or no visible character at all. Returns
+/// the end of a sentence ("must …") for the caller to start with the field's name.
+pub fn display_name_problem(text: &str) -> Option<&'static str> {
+    if text.chars().any(char::is_control) {
+        return Some("must not contain control characters");
+    }
+    if text.chars().any(is_bidi_control) {
+        return Some("must not contain bidirectional control characters (U+202A–U+202E, U+2066–U+2069)");
+    }
+    if text.chars().all(is_invisible) {
+        return Some("must contain at least one visible character");
+    }
+    None
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// White space, Unicode's default-ignorable code points (zero-width spaces and joiners, variation
+/// selectors, fillers, tags: DerivedCoreProperties.txt) and the blank braille pattern: characters
+/// that draw nothing. A name may contain some (an emoji sequence needs a zero-width joiner), but
+/// not only those.
+fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFF8}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
 }
 
 /// A non-empty list of catalogue scopes, deduplicated, in catalogue order.

@@ -160,18 +160,32 @@ impl Caller {
     }
 }
 
-/// The credential of a request: `Authorization: Bearer …` or `X-API-Key`.
-pub fn credential(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+/// The credential of a request: `Authorization: Bearer …` or `X-API-Key`. A request carrying
+/// more than one (two `Authorization` headers, or one with `X-API-Key`) is refused with 400 rather
+/// than served as either: which one wins would otherwise depend on the order of checks.
+pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut found: Option<Option<&str>> = None;
+    let authorization = headers.get_all(header::AUTHORIZATION).iter().map(|value| {
+        let text = value.to_str().ok();
+        // Another scheme (Basic, …) still counts as a credential sent; it authenticates no one.
+        text.and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    });
+    let api_key = headers.get_all("x-api-key").iter().map(|value| value.to_str().ok());
+    for candidate in authorization.chain(api_key) {
+        if found.replace(candidate).is_some() {
+            return Err(ApiError::code(
+                Code::ValidationFailed,
+                "Send one credential: Authorization: Bearer or X-API-Key, once",
+            ));
+        }
+    }
+    Ok(found.flatten())
 }
 
-/// True when the headers carry the operator token (constant-time comparison of peppered hashes).
-pub fn is_operator(headers: &HeaderMap, state: &AppState) -> bool {
-    credential(headers).is_some_and(|token| state.verifier.pepper().hash(token).ct_eq(&state.operator_token_hash))
+/// True when the headers carry the operator token (constant-time comparison of peppered hashes);
+/// an error when they carry more than one credential.
+pub fn is_operator(headers: &HeaderMap, state: &AppState) -> Result<bool, ApiError> {
+    Ok(credential(headers)?.is_some_and(|token| state.verifier.pepper().hash(token).ct_eq(&state.operator_token_hash)))
 }
 
 /// The session cookie's token, if any.
@@ -189,7 +203,7 @@ impl Caller {
     /// Authenticates from headers: an explicit credential wins over a cookie.
     pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let meta = RequestMeta::from_parts(parts, state);
-        if let Some(token) = credential(&parts.headers) {
+        if let Some(token) = credential(&parts.headers)? {
             let principal = principal_from_token(token, &meta, state).await?;
             return Ok(Self { principal, meta });
         }

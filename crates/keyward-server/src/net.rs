@@ -1,13 +1,29 @@
-//! The caller's address: the connection's peer, or — only when that peer is a trusted proxy —
-//! the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy.
+//! Connections and the caller's address. [`serve_connections`] is the listener loop (limits,
+//! drain on shutdown); [`client_ip`] is the connection's peer, or — only when that peer is a
+//! trusted proxy — the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use keyward_core::policy::net_contains;
+use keyward_core::Code;
+use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt as _;
 
 pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
     let is_trusted = |ip: IpAddr| trusted_proxies.iter().any(|net| net_contains(net, ip));
@@ -33,4 +49,329 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted_proxies: &[I
 /// The TCP peer, when the server was started with connect info (not in `Router::oneshot` tests).
 pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
+}
+
+/// How the listener treats connections: see [`serve_connections`].
+#[derive(Debug, Clone)]
+pub struct ConnectionRules {
+    /// A request's headers must arrive within this, and an idle keep-alive connection closes after it.
+    pub header_read_timeout: Duration,
+    /// Open connections per client address; peers in `exempt` (trusted proxies) are not counted.
+    pub max_per_ip: usize,
+    pub exempt: Vec<IpNet>,
+    /// After the shutdown signal: how long to keep accepting and serving (`/readyz` says 503).
+    pub drain: Duration,
+}
+
+/// After the drain, how long an open connection may still send one more request (answered with
+/// `Connection: close`) before it is closed: a client that wrote a request just as the drain ended
+/// gets its answer instead of a reset.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Requests still running after the listener closed get this long to finish.
+const FINISH_LIMIT: Duration = Duration::from_secs(30);
+
+/// The HTTP/1 listener loop. It replaces `axum::serve` for what that cannot do: a header read
+/// timeout, a cap on connections per client address, problem+json bodies on the answers hyper
+/// writes itself (400, 414, 431), and a shutdown that loses no request already sent:
+///
+/// 1. `shutdown` resolves: `on_drain` runs (`/readyz` turns 503) and every answer from then on
+///    carries `Connection: close`, while the listener keeps accepting for `rules.drain`;
+/// 2. the listener closes; each open connection may send one more request for
+///    [`CLOSE_LINGER`], answered with `Connection: close`, then it is closed once idle;
+/// 3. this returns when every connection has finished (or [`FINISH_LIMIT`] passed).
+pub async fn serve_connections(
+    listener: TcpListener,
+    app: Router,
+    rules: ConnectionRules,
+    shutdown: impl Future<Output = ()> + Send,
+    on_drain: impl FnOnce() + Send,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(rules.header_read_timeout);
+    let http = Arc::new(http);
+    let closing = Arc::new(AtomicBool::new(false));
+    let per_ip = PerIp::default();
+    // Every connection task holds a receiver: `closed()` resolves once all of them are gone.
+    let (close, close_signal) = watch::channel(false);
+    let mut on_drain = Some(on_drain);
+    let mut drain_ends: Option<tokio::time::Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let drained = async {
+            match drain_ends {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let exempt = rules.exempt.iter().any(|net| net_contains(net, peer.ip()));
+                    let slot = if exempt { None } else {
+                        let Some(slot) = per_ip.take(peer.ip(), rules.max_per_ip) else {
+                            tokio::spawn(refuse_connection(stream));
+                            continue;
+                        };
+                        Some(slot)
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let connection = Connection {
+                        http: Arc::clone(&http),
+                        app: app.clone(),
+                        closing: Arc::clone(&closing),
+                        close_signal: close_signal.clone(),
+                        _slot: slot,
+                    };
+                    tokio::spawn(connection.serve(stream, peer));
+                }
+                // Out of file descriptors and the like: wait a little rather than spin.
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown, if drain_ends.is_none() => {
+                tracing::info!(drain_seconds = rules.drain.as_secs_f64(), "draining: /readyz answers 503");
+                closing.store(true, Ordering::SeqCst);
+                if let Some(on_drain) = on_drain.take() {
+                    on_drain();
+                }
+                drain_ends = Some(tokio::time::Instant::now() + rules.drain);
+            }
+            () = drained => break,
+        }
+    }
+    drop(listener);
+    let _ = close.send(true);
+    drop(close_signal);
+    if tokio::time::timeout(CLOSE_LINGER + FINISH_LIMIT, close.closed()).await.is_err() {
+        tracing::warn!("requests still running at shutdown were cut off");
+    }
+}
+
+/// One accepted connection and what it shares with the listener.
+struct Connection {
+    http: Arc<hyper::server::conn::http1::Builder>,
+    app: Router,
+    closing: Arc<AtomicBool>,
+    close_signal: watch::Receiver<bool>,
+    _slot: Option<IpSlot>,
+}
+
+impl Connection {
+    async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
+        let app = self.app.clone();
+        let closing = Arc::clone(&self.closing);
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let app = app.clone();
+            let closing = Arc::clone(&closing);
+            async move {
+                let mut response = app.oneshot(request.map(axum::body::Body::new)).await?;
+                if closing.load(Ordering::SeqCst) {
+                    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let io = TokioIo::new(ProblemBodies::new(stream));
+        let connection = self.http.serve_connection(io, service).with_upgrades();
+        tokio::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = self.close_signal.wait_for(|close| *close) => {}
+        }
+        // The listener is closed. A request sent now is still answered (with Connection: close,
+        // after which hyper closes); an idle connection is closed once the linger passes.
+        if tokio::time::timeout(CLOSE_LINGER, connection.as_mut()).await.is_ok() {
+            return;
+        }
+        connection.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(FINISH_LIMIT, connection).await;
+    }
+}
+
+/// Over the per-address cap: a short 503 and the connection closes.
+async fn refuse_connection(mut stream: TcpStream) {
+    let answer = canned_problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Code::ServiceUnavailable,
+        "Too many open connections from this address",
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
+}
+
+/// Open connections per client address.
+#[derive(Debug, Clone, Default)]
+struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl PerIp {
+    fn take(&self, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut open = self.0.lock();
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot { per_ip: self.clone(), ip })
+    }
+}
+
+/// A connection's place in its address's count, given back on drop.
+#[derive(Debug)]
+struct IpSlot {
+    per_ip: PerIp,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.0.lock();
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A whole HTTP/1.1 answer with a problem+json body, closing the connection.
+fn canned_problem(status: StatusCode, code: Code, detail: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "status": status.as_u16(),
+        "code": code.as_str(),
+        "title": code.title(),
+        "detail": detail,
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\
+         cache-control: no-store\r\nx-content-type-options: nosniff\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The body-less answers hyper writes itself when it cannot parse a request (before the app sees
+/// it), each replaced by the same status with a problem+json body. The app's own answers with
+/// these statuses always have a body, so an empty one is hyper's.
+fn replacement_for(written: &[u8]) -> Option<Vec<u8>> {
+    const HYPER_ANSWERS: [(&[u8], StatusCode, Code, &str); 3] = [
+        (
+            b"HTTP/1.1 414 ",
+            StatusCode::URI_TOO_LONG,
+            Code::UriTooLong,
+            "The request target is longer than this server reads",
+        ),
+        (
+            b"HTTP/1.1 431 ",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Code::HeadersTooLarge,
+            "The request headers are larger, or more, than this server reads",
+        ),
+        (b"HTTP/1.1 400 ", StatusCode::BAD_REQUEST, Code::ValidationFailed, "The request is not valid HTTP/1.1"),
+    ];
+    let (_, status, code, detail) = HYPER_ANSWERS.iter().find(|(start, ..)| written.starts_with(start))?;
+    let head_end = written.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&written[..head_end]).to_ascii_lowercase();
+    // The whole answer is this head, and its body is empty.
+    (head_end + 4 == written.len() && head.contains("\r\ncontent-length: 0"))
+        .then(|| canned_problem(*status, *code, detail))
+}
+
+/// The connection's stream, with hyper's own error answers rewritten ([`replacement_for`]).
+struct ProblemBodies<S> {
+    inner: S,
+    /// A replacement still being written, and how much of it is out.
+    pending: Option<(Vec<u8>, usize)>,
+}
+
+impl<S> ProblemBodies<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, pending: None }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> ProblemBodies<S> {
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.pending {
+            if *written == bytes.len() {
+                self.pending = None;
+                break;
+            }
+            let n = std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ProblemBodies<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ProblemBodies<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        if let Some(replacement) = replacement_for(buf) {
+            self.pending = Some((replacement, 0));
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        if let Some(first) = bufs.iter().find(|buf| !buf.is_empty()) {
+            if let Some(replacement) = replacement_for(first) {
+                self.pending = Some((replacement, 0));
+                return Poll::Ready(Ok(first.len()));
+            }
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_hypers_empty_error_answers_are_replaced() {
+        let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\r\n";
+        let replaced = String::from_utf8(replacement_for(hyper_431).expect("replaced")).expect("utf-8");
+        assert!(replaced.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{replaced}");
+        assert!(replaced.contains("content-type: application/problem+json"), "{replaced}");
+        assert!(replaced.contains(r#""code":"HEADERS_TOO_LARGE""#), "{replaced}");
+        let with_body =
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: 20\r\n\r\n";
+        assert!(replacement_for(with_body).is_none());
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert!(replacement_for(ok).is_none());
+    }
 }

@@ -1,27 +1,37 @@
-//! Login throttling: attempts are counted per email and per client IP in a sliding window (a
-//! successful one is taken back); past the limit, logins answer 429 `TOO_MANY_ATTEMPTS` with
-//! `Retry-After` until the window passes.
+//! Login throttling: attempts are counted in a sliding window per (email, client IP), per client
+//! IP, and per email at a much higher count (a successful one is taken back); past a limit, logins
+//! answer 429 `TOO_MANY_ATTEMPTS` with `Retry-After` until the window passes. A guesser at one
+//! address stops after 5 tries at an account without locking its owner out elsewhere; a guesser
+//! spread over many addresses stops after 100 (NIST SP 800-63B §5.2.2 allows up to 100).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use parking_lot::Mutex;
 use time::{Duration, OffsetDateTime};
 
 const WINDOW: Duration = Duration::minutes(15);
-const PER_EMAIL: usize = 5;
+const PER_EMAIL_AND_IP: usize = 5;
 const PER_IP: usize = 20;
+const PER_EMAIL: usize = 100;
 /// Bounds memory under a spray of made-up emails: the oldest records go first.
 const MAX_TRACKED: usize = 100_000;
+
+/// Wrong-password failures remembered to time unknown-email failures by.
+const TIMING_SAMPLES: usize = 31;
+/// An unknown-email failure is never held longer than this, whatever the samples say.
+const MAX_PAD: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 pub struct LoginThrottle {
     failures: Mutex<HashMap<String, Vec<OffsetDateTime>>>,
+    /// How long recent wrong-password failures took to answer (hash check and audit event).
+    wrong_password_times: Mutex<VecDeque<std::time::Duration>>,
 }
 
 impl LoginThrottle {
-    /// Counts one attempt for the email and the IP before the password is checked, so that
-    /// concurrent guesses cannot all slip in before the first failure is recorded. `Err(seconds)`
-    /// when either is over its limit (the attempt is then not counted).
+    /// Counts one attempt for the email, the IP and the pair before the password is checked, so
+    /// that concurrent guesses cannot all slip in before the first failure is recorded.
+    /// `Err(seconds)` when any is over its limit (the attempt is then not counted).
     pub fn begin(&self, email: &str, ip: Option<&str>, now: OffsetDateTime) -> Result<(), u64> {
         let mut failures = self.failures.lock();
         let mut wait: Option<u64> = None;
@@ -50,19 +60,106 @@ impl LoginThrottle {
         Ok(())
     }
 
-    /// A successful login: the email's failures are forgiven, and this attempt no longer
-    /// counts against the IP.
+    /// Makes a failed login take as long whether or not the email exists. Both check a password
+    /// hash, but a wrong password on a real account also writes its audit event, which an unknown
+    /// email has no org to write to. So every failure, of either kind, answers no sooner than the
+    /// 90th percentile of recent wrong-password failures (measured from `started`, before the
+    /// member look-up): nearly all answers of both kinds then take that same time.
+    pub async fn even_out_failure(&self, known_account: bool, started: std::time::Instant) {
+        let elapsed = started.elapsed();
+        let target = {
+            let mut times = self.wrong_password_times.lock();
+            if known_account {
+                if times.len() == TIMING_SAMPLES {
+                    times.pop_front();
+                }
+                times.push_back(elapsed);
+            }
+            let mut sorted: Vec<_> = times.iter().copied().collect();
+            sorted.sort_unstable();
+            sorted.get(sorted.len() * 9 / 10).copied()
+        };
+        if let Some(wait) = target.and_then(|target| target.checked_sub(elapsed)) {
+            tokio::time::sleep(wait.min(MAX_PAD)).await;
+        }
+    }
+
+    /// A successful login: the failures of this email from this IP are forgiven, and this attempt
+    /// no longer counts against the IP nor the email.
     pub fn succeeded(&self, email: &str, ip: Option<&str>, started: OffsetDateTime) {
         let mut failures = self.failures.lock();
-        failures.remove(&format!("email:{email}"));
-        if let Some(times) = ip.and_then(|ip| failures.get_mut(&format!("ip:{ip}"))) {
-            if let Some(position) = times.iter().rposition(|at| *at == started) {
-                times.remove(position);
+        let mut keys = keys(email, ip);
+        if let Some((pair, _)) = keys.next() {
+            failures.remove(&pair);
+        }
+        for (key, _) in keys {
+            if let Some(times) = failures.get_mut(&key) {
+                if let Some(position) = times.iter().rposition(|at| *at == started) {
+                    times.remove(position);
+                }
             }
         }
     }
 }
 
+/// The pair first, then the IP (when known) and the email.
 fn keys(email: &str, ip: Option<&str>) -> impl Iterator<Item = (String, usize)> {
-    std::iter::once((format!("email:{email}"), PER_EMAIL)).chain(ip.map(|ip| (format!("ip:{ip}"), PER_IP)))
+    let pair = (format!("pair:{}|{email}", ip.unwrap_or("-")), PER_EMAIL_AND_IP);
+    let per_ip = ip.map(|ip| (format!("ip:{ip}"), PER_IP));
+    std::iter::once(pair).chain(per_ip).chain(std::iter::once((format!("email:{email}"), PER_EMAIL)))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    const NOW: OffsetDateTime = datetime!(2030-01-01 00:00:00 UTC);
+
+    #[test]
+    fn five_failures_from_one_address_do_not_throttle_the_account_elsewhere() {
+        let throttle = LoginThrottle::default();
+        for _ in 0..5 {
+            throttle.begin("ann@example.com", Some("198.51.100.1"), NOW).unwrap();
+        }
+        assert_eq!(throttle.begin("ann@example.com", Some("198.51.100.1"), NOW), Err(900));
+        assert_eq!(throttle.begin("ann@example.com", Some("203.0.113.9"), NOW), Ok(()));
+    }
+
+    #[test]
+    fn the_account_is_throttled_after_one_hundred_failures_from_anywhere() {
+        let throttle = LoginThrottle::default();
+        for n in 0..100 {
+            throttle.begin("ann@example.com", Some(&format!("10.0.{}.{}", n / 200, n % 200)), NOW).unwrap();
+        }
+        assert_eq!(throttle.begin("ann@example.com", Some("192.0.2.1"), NOW), Err(900));
+        assert_eq!(throttle.begin("bob@example.com", Some("192.0.2.1"), NOW), Ok(()));
+    }
+
+    #[test]
+    fn an_address_is_throttled_after_twenty_failures_on_any_accounts() {
+        let throttle = LoginThrottle::default();
+        for n in 0..20 {
+            throttle.begin(&format!("spray{n}@example.com"), Some("198.51.100.1"), NOW).unwrap();
+        }
+        assert!(throttle.begin("ann@example.com", Some("198.51.100.1"), NOW).is_err());
+    }
+
+    #[test]
+    fn a_success_forgives_the_pair_and_takes_back_its_own_attempt() {
+        let throttle = LoginThrottle::default();
+        for n in 0..4 {
+            throttle.begin("ann@example.com", Some("198.51.100.1"), NOW + Duration::seconds(n)).unwrap();
+        }
+        let started = NOW + Duration::seconds(10);
+        throttle.begin("ann@example.com", Some("198.51.100.1"), started).unwrap();
+        throttle.succeeded("ann@example.com", Some("198.51.100.1"), started);
+        for n in 0..5 {
+            throttle.begin("ann@example.com", Some("198.51.100.1"), started + Duration::seconds(n)).unwrap();
+        }
+        let failures = throttle.failures.lock();
+        assert_eq!(failures["ip:198.51.100.1"].len(), 9, "4 failures before the success, 5 after");
+        assert_eq!(failures["email:ann@example.com"].len(), 9);
+    }
 }

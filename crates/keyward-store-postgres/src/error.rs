@@ -42,11 +42,10 @@ impl From<Fail> for StoreError {
     }
 }
 
-/// A database that cannot be reached, is shutting down or starting, is out of connections or
-/// resources, or chose this transaction as a serialization or deadlock victim, is worth a retry
-/// (503). A unique violation is a conflict named after its constraint; a foreign key violation
-/// means the org (or member) the row refers to does not exist. Anything else is a bug or a damaged
-/// database.
+/// A fault of the database server ([`is_storage_fault`]) or of the connection to it is worth a
+/// retry (503). A unique violation is a conflict named after its constraint; a foreign key
+/// violation means the org (or member) the row refers to does not exist. Anything else is a bug
+/// in a query.
 fn map_postgres_error(error: tokio_postgres::Error) -> StoreError {
     if let Some(db) = error.as_db_error() {
         let code = db.code();
@@ -56,16 +55,7 @@ fn map_postgres_error(error: tokio_postgres::Error) -> StoreError {
         if *code == SqlState::FOREIGN_KEY_VIOLATION {
             return StoreError::NotFound;
         }
-        let class = code.code().get(..2).unwrap_or_default();
-        let retry = matches!(class, "08" | "53")
-            || [
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-                SqlState::CANNOT_CONNECT_NOW,
-                SqlState::T_R_SERIALIZATION_FAILURE,
-                SqlState::T_R_DEADLOCK_DETECTED,
-            ]
-            .contains(code);
+        let retry = is_storage_fault(code);
         return if retry { StoreError::Unavailable(Box::new(error)) } else { StoreError::Other(Box::new(error)) };
     }
     // Not an answer of the server: the connection closed, could not be opened (refused, timed
@@ -76,6 +66,18 @@ fn map_postgres_error(error: tokio_postgres::Error) -> StoreError {
     } else {
         StoreError::Other(Box::new(error))
     }
+}
+
+/// Faults of the database server, not of the caller: connection (08), insufficient resources
+/// (53: disk full, out of memory or connections), operator intervention (57: shutdown, cancelled
+/// or timed-out statements), system errors (58: I/O), internal errors (XX: data corrupted),
+/// transaction rollbacks (40: serialization failures, deadlocks), lock timeouts, a read-only
+/// server (a standby after a failover), and an exception raised by a trigger (the schema raises
+/// none of its own: an operator's guard refused the write).
+fn is_storage_fault(code: &SqlState) -> bool {
+    let class = code.code().get(..2).unwrap_or_default();
+    matches!(class, "08" | "40" | "53" | "57" | "58" | "XX")
+        || [SqlState::LOCK_NOT_AVAILABLE, SqlState::READ_ONLY_SQL_TRANSACTION, SqlState::RAISE_EXCEPTION].contains(code)
 }
 
 fn has_io_cause(error: &tokio_postgres::Error) -> bool {
@@ -111,4 +113,40 @@ pub(crate) fn bad_row(what: &str) -> Fail {
 /// A record written through the wrong view, or a time PostgreSQL cannot hold: a caller's bug.
 pub(crate) fn other(message: String) -> Fail {
     Fail(StoreError::Other(message.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_faults_are_storage_faults_and_query_bugs_are_not() {
+        for code in [
+            SqlState::CONNECTION_FAILURE,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::DISK_FULL,
+            SqlState::OUT_OF_MEMORY,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::QUERY_CANCELED,
+            SqlState::IO_ERROR,
+            SqlState::DATA_CORRUPTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            SqlState::RAISE_EXCEPTION,
+        ] {
+            assert!(is_storage_fault(&code), "{}", code.code());
+        }
+        for code in [
+            SqlState::SYNTAX_ERROR,
+            SqlState::UNDEFINED_COLUMN,
+            SqlState::NOT_NULL_VIOLATION,
+            SqlState::CHECK_VIOLATION,
+            SqlState::INVALID_TEXT_REPRESENTATION,
+        ] {
+            assert!(!is_storage_fault(&code), "{}", code.code());
+        }
+    }
 }

@@ -28,23 +28,35 @@ impl From<Fail> for StoreError {
     }
 }
 
-/// Busy, locked, unopenable, failing or full storage is worth a retry (503); a unique violation is a
-/// conflict whose name the caller refines; a foreign key violation means the org (or key) the row
-/// refers to does not exist; anything else is a bug or a damaged database.
+/// A fault of the storage, not of the caller, is worth a retry (503): busy or locked (another
+/// process holds the file), the WAL index's locking protocol failing (`SQLITE_PROTOCOL`: a process
+/// holds the `-shm` lock bytes), unopenable, read-only, unwritable, failing or full storage, no
+/// memory, an interrupted statement, a damaged file, and a write refused by a trigger (the schema
+/// has none of its own: an operator's guard, such as one stopping audit writes, refused it). A
+/// unique violation is a conflict whose name the caller refines; a foreign key violation means
+/// the org (or key) the row refers to does not exist; anything else is a bug in a query.
 fn map_sqlite_error(error: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match &error {
         rusqlite::Error::SqliteFailure(failure, _) => match failure.code {
             ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseLocked
+            | ErrorCode::FileLockingProtocolFailed
             | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
             | ErrorCode::SystemIoFailure
-            | ErrorCode::DiskFull => StoreError::Unavailable(Box::new(error)),
+            | ErrorCode::DiskFull
+            | ErrorCode::OutOfMemory
+            | ErrorCode::OperationInterrupted
+            | ErrorCode::DatabaseCorrupt
+            | ErrorCode::NotADatabase => StoreError::Unavailable(Box::new(error)),
             ErrorCode::ConstraintViolation => match failure.extended_code {
                 ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
                     StoreError::Conflict { constraint: "unique" }
                 }
                 ffi::SQLITE_CONSTRAINT_FOREIGNKEY => StoreError::NotFound,
+                ffi::SQLITE_CONSTRAINT_TRIGGER => StoreError::Unavailable(Box::new(error)),
                 _ => StoreError::Other(Box::new(error)),
             },
             _ => StoreError::Other(Box::new(error)),
@@ -63,5 +75,42 @@ pub(crate) fn conflict_as(fail: Fail, constraint: &'static str) -> Fail {
     match fail.0 {
         StoreError::Conflict { .. } => Fail(StoreError::Conflict { constraint }),
         other => Fail(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some("test".to_owned()))
+    }
+
+    #[test]
+    fn storage_faults_are_unavailable_and_query_bugs_are_not() {
+        let unavailable = [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_PROTOCOL,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_SHMLOCK,
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_NOMEM,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_CONSTRAINT_TRIGGER,
+        ];
+        for code in unavailable {
+            assert!(matches!(map_sqlite_error(failure(code)), StoreError::Unavailable(_)), "code {code}");
+        }
+        assert!(matches!(
+            map_sqlite_error(failure(ffi::SQLITE_CONSTRAINT_UNIQUE)),
+            StoreError::Conflict { constraint: "unique" }
+        ));
+        assert!(matches!(map_sqlite_error(failure(ffi::SQLITE_CONSTRAINT_FOREIGNKEY)), StoreError::NotFound));
+        for code in [ffi::SQLITE_ERROR, ffi::SQLITE_MISMATCH, ffi::SQLITE_CONSTRAINT_NOTNULL, ffi::SQLITE_RANGE] {
+            assert!(matches!(map_sqlite_error(failure(code)), StoreError::Other(_)), "code {code}");
+        }
     }
 }

@@ -187,6 +187,31 @@ fn name_follows_the_spec_rule() {
             &[("name", "Key name must not contain control characters")],
         ),
         err("name must be a string", json!({"name": 5}), &[("name", "Key name must be a string")]),
+        err(
+            "name of zero-width characters only is refused",
+            json!({"name": "\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}"}),
+            &[("name", "Key name must contain at least one visible character")],
+        ),
+        err(
+            "name of fillers only is refused",
+            json!({"name": "\u{3164}\u{2800}\u{115F}"}),
+            &[("name", "Key name must contain at least one visible character")],
+        ),
+        err(
+            "name with a right-to-left override is refused",
+            json!({"name": "invoice\u{202E}fdp.exe"}),
+            &[("name", "Key name must not contain bidirectional control characters (U+202A–U+202E, U+2066–U+2069)")],
+        ),
+        err(
+            "name with a directional isolate is refused",
+            json!({"name": "\u{2067}CI\u{2069}"}),
+            &[("name", "Key name must not contain bidirectional control characters (U+202A–U+202E, U+2066–U+2069)")],
+        ),
+        ok(
+            "name with a zero-width joiner inside visible text is accepted",
+            json!({"name": "dev 👩\u{200D}💻"}),
+            json!({"name": "dev 👩\u{200D}💻"}),
+        ),
     ];
     for case in &cases {
         check(case);

@@ -7,6 +7,7 @@ mod audit;
 mod config;
 mod delegation;
 mod gateway;
+mod hardening;
 mod keys;
 mod session;
 mod support;

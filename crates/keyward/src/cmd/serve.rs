@@ -35,7 +35,14 @@ pub async fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<()> {
                 "keyward gateway is serving"
             );
             let gateway = keyward_server::gateway::proxy::Gateway::new(keyward.clone(), config);
-            Some(tokio::spawn(keyward_server::gateway::proxy::serve(gateway_listener, gateway, until(stopped.clone()))))
+            // The gateway keeps serving through the main listener's drain, and stops with it.
+            let drain = keyward.config.shutdown_drain;
+            let stop_gateway = until(stopped.clone());
+            let stop_gateway = async move {
+                stop_gateway.await;
+                tokio::time::sleep(drain).await;
+            };
+            Some(tokio::spawn(keyward_server::gateway::proxy::serve(gateway_listener, gateway, stop_gateway)))
         }
         None => None,
     };
