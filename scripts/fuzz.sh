@@ -33,7 +33,10 @@ for target in "${targets[@]}"; do
   mkdir -p "$work/$target" "fuzz/artifacts/$target"
   log="$work/$target.log"
   started=$(date +%s)
-  if cargo +nightly fuzz run --sanitizer "$sanitizer" --codegen-units 16 --target-dir "$target_dir" "$target" \
+  # CPU seconds as well as wall time: on a shared machine they differ.
+  timer=()
+  [ -x /usr/bin/time ] && timer=(/usr/bin/time -f '%U %S' -o "$work/$target.cpu")
+  if "${timer[@]}" cargo +nightly fuzz run --sanitizer "$sanitizer" --codegen-units 16 --target-dir "$target_dir" "$target" \
       "$work/$target" "fuzz/corpus/$target" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       >"$log" 2>&1; then
@@ -44,7 +47,8 @@ for target in "${targets[@]}"; do
   fi
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*' || echo '?')
-  echo "$target: $status after $(( $(date +%s) - started )) s, $runs runs, coverage $cov, corpus $(ls "$work/$target" | wc -l) (log: $log)"
+  cpu=$(awk '{printf "%.0f", $1 + $2}' "$work/$target.cpu" 2>/dev/null || echo '?')
+  echo "$target: $status after $(( $(date +%s) - started )) s ($cpu s CPU), $runs runs, coverage $cov, corpus $(ls "$work/$target" | wc -l) (log: $log)"
   if [ "$status" = CRASH ]; then
     grep -E 'panicked at|^SUMMARY|Test unit written to' "$log" | head -5 | sed 's/^/    /'
   fi
