@@ -34,7 +34,7 @@ class Server:
             env=env, stdout=subprocess.DEVNULL, stderr=self.log,
         )
         self.url = ""
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while not self.url:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.log.seek(0)
@@ -60,7 +60,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def kw(server: Server) -> Iterator[Keyward]:
-    with Keyward(server.url, token=server.token) as client:
+    # Generous: a debug build loads its phone-number metadata on first use, on a shared machine.
+    with Keyward(server.url, token=server.token, timeout=30) as client:
         yield client
 
 
