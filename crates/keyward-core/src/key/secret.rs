@@ -90,15 +90,19 @@ impl Pepper {
     }
 }
 
-/// `hmac` 0.12 offers no zeroize support and safe code cannot reach into its state, so the keyed
-/// state (as good as the key for computing hashes) is overwritten on drop by one keyed with
-/// zeros; `black_box` keeps that store from being optimised away as dead. Best effort: the
-/// `zeroize` crate's volatile writes are the stronger guarantee.
 impl Drop for Pepper {
     fn drop(&mut self) {
-        self.0 = Hmac::new_from_slice(&[0u8; 32]).expect("HMAC accepts any key length");
-        std::hint::black_box(&mut self.0);
+        overwrite_keyed_hmac(&mut self.0);
     }
+}
+
+/// `hmac` 0.12 offers no zeroize support and safe code cannot reach into its state, so a keyed
+/// state (as good as the key for computing MACs) is overwritten on drop by one keyed with zeros;
+/// `black_box` keeps that store from being optimised away as dead. Best effort: the `zeroize`
+/// crate's volatile writes are the stronger guarantee.
+pub(crate) fn overwrite_keyed_hmac(mac: &mut Hmac<Sha256>) {
+    *mac = Hmac::new_from_slice(&[0u8; 32]).expect("HMAC accepts any key length");
+    std::hint::black_box(mac);
 }
 
 impl fmt::Debug for Pepper {
