@@ -6,7 +6,7 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// keyward: issue, scope, restrict, sign, rate-limit, verify and revoke API keys.
 #[derive(Debug, Parser)]
@@ -41,6 +41,10 @@ enum Command {
     /// Configuration helpers.
     #[command(subcommand)]
     Config(cmd::config::Command),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Args),
+    /// Print the man page (roff).
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,11 @@ fn main() -> ExitCode {
                 cmd::config::run(&command);
                 Ok(())
             }
+            Command::Completions(args) => {
+                cmd::completions::completions(Cli::command(), &args);
+                Ok(())
+            }
+            Command::Man => cmd::completions::man(Cli::command()),
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! One module per subcommand; each calls the same library crates as the server.
 
 pub mod audit;
+pub mod completions;
 pub mod config;
 pub mod keys;
 pub mod member;
