@@ -340,8 +340,12 @@ async fn text(c: &Client, css: &str) -> String {
     find(c, css).await.text().await.unwrap_or_else(|e| panic!("text of `{css}`: {e}"))
 }
 
+/// Clicks the first element matching `css`, scrolled to the middle of its container first (a
+/// dialog's sticky footer would otherwise cover what sits at the bottom of the scrolled body).
 async fn click(c: &Client, css: &str) {
-    find(c, css).await.click().await.unwrap_or_else(|e| panic!("clicking `{css}`: {e}"));
+    let element = find(c, css).await;
+    let _ = c.execute("arguments[0].scrollIntoView({ block: 'center' });", vec![json!(element)]).await;
+    element.click().await.unwrap_or_else(|e| panic!("clicking `{css}`: {e}"));
 }
 
 /// Clears a field and types `value` into it.
@@ -627,7 +631,7 @@ async fn the_audit_log_shows_both_events(c: &Client) {
     find(c, "table.audit").await;
     assert_eq!(text(c, "main h1").await, "Audit log");
     let mut seen = Vec::new();
-    for row in find_all(c, "table.audit tbody tr").await {
+    for row in find_all(c, "table.audit tbody tr.event").await {
         let cell = |css: &'static str| {
             let row = row.clone();
             async move { row.find(Locator::Css(css)).await.expect(css).text().await.expect("text") }
@@ -857,6 +861,25 @@ async fn an_owner_registers_a_number_and_a_channel_on_the_numbers_page() {
         assert!(error.starts_with("Not a valid phone number"), "{error}");
         shot(c, "60-numbers-invalid").await;
 
+        // The slug's `pattern` compiles in Chromium (under the `v` flag), so the browser checks it;
+        // and the number's message does not linger once the other form is used.
+        fill(c, "#channel-name", "Bad one").await;
+        fill(c, "#channel-slug", "Bad Slug").await;
+        let mismatch =
+            script(c, "return document.getElementById('channel-slug').validity.patternMismatch;", vec![]).await;
+        assert_eq!(mismatch, true, "the slug pattern is in force");
+        click(c, "#add-channel button[type=submit]").await;
+        assert_eq!(
+            text(c, "#channel-slug-error:not(:empty)").await,
+            "Use 1–64 lowercase letters, digits and dashes, such as test-devices."
+        );
+        assert!(absent(c, "#add-number .field-error:not(:empty)").await, "no stale error in the other form");
+        let described =
+            find(c, "#channel-slug").await.attr("aria-describedby").await.expect("attr").unwrap_or_default();
+        assert!(described.contains("channel-slug-error") && described.contains("channel-slug-hint"), "{described}");
+        shot(c, "62-numbers-slug-checked-in-the-browser").await;
+        accessible(c, "numbers, with an error").await;
+
         fill(c, "#number", "+44 20 7946 0958").await;
         click(c, "#add-number button[type=submit]").await;
         // The page reloads with the number in E.164.
@@ -972,4 +995,663 @@ async fn console_pages_carry_the_security_headers_and_a_strict_session_cookie() 
         assert!(!html.contains("<script>"), "{path}: inline script");
         assert!(!has_inline_handler(&html), "{path}: inline event handler");
     }
+}
+
+// ---- Shared by the flows below ---------------------------------------------------------------
+
+const ADMIN: &str = "adam.admin@acme.test";
+const USER: &str = "ursula.user@acme.test";
+/// 64 characters without a space: it must wrap, never widen the page.
+const LONG_NAME: &str = "ThisIsAVeryLongKeyNameWithoutAnySpacesThatMustWrapInsteadOfWiden";
+
+impl Server {
+    async fn add_member(&self, email: &str, role: &str) -> String {
+        let path = format!("/v1/orgs/{}/members", self.org);
+        let member = self.operator_post(&path, &json!({ "email": email, "password": PASSWORD, "role": role })).await;
+        member["id"].as_str().expect("member id").to_owned()
+    }
+
+    /// A key made through the API as the operator: `(id, secret)`.
+    async fn create_key(&self, body: &Value) -> (String, String) {
+        let created = self.operator_post(&format!("/v1/orgs/{}/keys", self.org), body).await;
+        (created["key"]["id"].as_str().expect("id").to_owned(), created["secret"].as_str().expect("secret").to_owned())
+    }
+
+    async fn key(&self, id: &str) -> Value {
+        let (status, body) =
+            self.operator(reqwest::Method::GET, &format!("/v1/orgs/{}/keys/{id}", self.org), None).await;
+        assert_eq!(status, 200, "{body:#}");
+        body["key"].clone()
+    }
+
+    async fn audit(&self, query: &str) -> Vec<Value> {
+        let path = format!("/v1/orgs/{}/audit?limit=100{query}", self.org);
+        let (status, body) = self.operator(reqwest::Method::GET, &path, None).await;
+        assert_eq!(status, 200, "{body:#}");
+        body["data"].as_array().expect("events").clone()
+    }
+
+    /// A console session cookie (`keyward_session=…`) logged in over HTTP, with `user_agent`.
+    async fn session_cookie(&self, email: &str, password: &str, user_agent: &str) -> Option<String> {
+        let response = self
+            .http
+            .post(self.url("/v1/session"))
+            .header("user-agent", user_agent)
+            .json(&json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .expect("log in");
+        let cookie = response.headers().get("set-cookie")?.to_str().expect("ascii").split(';').next()?.to_owned();
+        Some(cookie)
+    }
+}
+
+/// Where axe-core's browser script is: `KEYWARD_AXE_JS`, else the CI cache `.ci/run` fills.
+fn axe_source() -> String {
+    let path = std::env::var("KEYWARD_AXE_JS")
+        .unwrap_or_else(|_| "/work/ci-cache/node_modules/axe-core/axe.min.js".to_owned());
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core was not found at {path} ({e}): install it with \
+             `npm install --prefix /work/ci-cache axe-core` (.ci/run does), or set KEYWARD_AXE_JS"
+        )
+    })
+}
+
+/// Runs axe-core on the page as it is now: no serious or critical violation is allowed.
+/// The script is injected through WebDriver, which the page's CSP does not govern.
+async fn accessible(c: &Client, page: &str) {
+    static AXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let source = AXE.get_or_init(axe_source);
+    let loaded = script(c, &format!("{source}\n;return typeof axe;"), vec![]).await;
+    assert_eq!(loaded, "object", "{page}: axe-core did not load");
+    let outcome = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { resultTypes: ['violations'] })
+               .then((r) => done(r.violations
+                 .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                 .map((v) => `${v.impact} ${v.id}: ${v.help} — ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`)))
+               .catch((e) => done([`axe failed: ${e}`]));",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{page}: axe run: {e}"));
+    let violations: Vec<String> = serde_json::from_value(outcome).expect("a list of violations");
+    assert!(violations.is_empty(), "{page}: accessibility violations:\n{}", violations.join("\n"));
+}
+
+/// Nothing sticks out sideways: the document is no wider than the window.
+async fn fits_the_width(c: &Client, what: &str) {
+    let overflow =
+        script(c, "return document.documentElement.scrollWidth - document.documentElement.clientWidth;", vec![]).await;
+    assert_eq!(overflow, 0, "{what}: the page scrolls sideways");
+}
+
+/// Waits until `css` holds `expected` (pages reload after a dialog saves).
+async fn wait_for_text(c: &Client, css: &str, expected: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let found = find_all(c, css).await;
+        if let Some(first) = found.first() {
+            if first.text().await.is_ok_and(|t| t.contains(expected)) {
+                return;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "`{css}` never showed {expected:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn path_of(c: &Client) -> String {
+    c.current_url().await.expect("url").path().to_owned()
+}
+
+async fn full_url(c: &Client) -> String {
+    c.current_url().await.expect("url").to_string()
+}
+
+// ---- 7. A key's page: detail, edit, roll; finding keys ---------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_inspects_edits_rolls_and_finds_keys() {
+    let server = Server::start().await;
+    with_browser("key-detail", move |browser| async move {
+        let c = &browser.client;
+        let (billing, billing_secret) = server
+            .create_key(&json!({
+                "name": "Billing export",
+                "scopes": ["messages:send", "templates:read"],
+                "channels": ["marketing"],
+                "ip_allowlist": ["10.0.0.0/8"],
+                "phone_allowlist": [NUMBERS[1]],
+                "external_id": "crm-42",
+                "meta": { "team": "billing", "ticket": 7 },
+            }))
+            .await;
+        let (long, _) = server.create_key(&json!({ "name": LONG_NAME })).await;
+        let soon = now() + time::Duration::seconds(2);
+        let (expiring, _) = server
+            .create_key(&json!({ "name": "Short-lived", "expires_at": soon.format(&Rfc3339).expect("rfc 3339") }))
+            .await;
+        log_in(c, &server, OWNER, PASSWORD).await;
+        find(c, "table.keys").await;
+
+        the_create_dialog_forgets_a_cancelled_attempt(c).await;
+        tokio::time::sleep(Duration::from_millis(2_100)).await; // "Short-lived" expires.
+        c.refresh().await.expect("reload");
+        the_list_links_every_key_and_long_names_wrap(c, &long, &expiring).await;
+        a_key_page_shows_every_field(c, &billing).await;
+        accessible(c, "key detail").await;
+        editing_on_the_key_page_explains_then_saves(c, &server, &billing).await;
+        rolling_with_a_grace_period(c, &server, &billing, &billing_secret).await;
+        editing_from_a_row(c, &server, &long).await;
+        finding_keys(c, &server, &billing).await;
+        a_revoked_key_offers_no_changes(c, &server, &expiring).await;
+        the_key_page_on_a_phone(c, &server, &billing).await;
+    })
+    .await;
+}
+
+async fn the_create_dialog_forgets_a_cancelled_attempt(c: &Client) {
+    click(c, "#open-create").await;
+    find(c, "#create-dialog[open]").await;
+    fill(c, "#key-name", "Abandoned").await;
+    click(c, "details.advanced summary").await;
+    fill(c, "#rate-limit", "5000").await;
+    click(c, "#create-submit").await;
+    text(c, "[data-error-for=rate_limit]:not(:empty)").await;
+    click(c, "#create-cancel").await;
+    click(c, "#open-create").await;
+    find(c, "#create-dialog[open]").await;
+    assert_eq!(value(c, "#key-name").await, "", "the name typed before is gone");
+    assert_eq!(value(c, "#rate-limit").await, "", "so is the rate limit");
+    assert!(absent(c, "#create-dialog .field-error:not(:empty)").await, "no stale error");
+    assert!(absent(c, "#create-form details.advanced[open]").await, "Advanced settings closed again");
+    assert!(is_checked(c, "input[name=scopes][value='messages:send']").await, "the default scope again");
+    shot(c, "70-create-dialog-reopened-clean").await;
+    click(c, "#create-cancel").await;
+}
+
+async fn the_list_links_every_key_and_long_names_wrap(c: &Client, long: &str, expiring: &str) {
+    let long_row = format!("tr[data-key-id='{long}']");
+    let link = find(c, &format!("{long_row} td.name a")).await;
+    assert_eq!(link.attr("href").await.expect("href").as_deref(), Some(format!("/settings/api-keys/{long}").as_str()));
+    assert_eq!(link.attr("title").await.expect("title").as_deref(), Some(LONG_NAME), "the full name on hover");
+    fits_the_width(c, "key list at 1280 px").await;
+    let status = text(c, &format!("tr[data-key-id='{expiring}'] td[data-label=Status]")).await;
+    assert!(status.contains("EXPIRED") && status.contains("Expired"), "{status:?}");
+    assert!(!status.contains("Expires"), "{status:?}");
+    shot(c, "71-key-list-long-name-and-expired").await;
+    accessible(c, "key list").await;
+}
+
+async fn a_key_page_shows_every_field(c: &Client, billing: &str) {
+    click(c, &format!("tr[data-key-id='{billing}'] td.name a")).await;
+    find(c, "#key-detail").await;
+    assert_eq!(path_of(c).await, format!("/settings/api-keys/{billing}"));
+    assert_eq!(text(c, "#key-title").await, "Billing export");
+    assert_eq!(text(c, "#key-status").await, "ACTIVE");
+    let facts = [
+        ("#fact-scopes", "messages:send"),
+        ("#fact-scopes", "templates:read"),
+        ("#fact-recipients", "Channel scoped"),
+        ("#fact-recipients", "marketing"),
+        ("#fact-hmac", "Not required"),
+        ("#fact-rate-limit", "Default (80/s)"),
+        ("#fact-ip-allowlist", "10.0.0.0/8"),
+        ("#fact-phone-allowlist", NUMBERS[1]),
+        ("#fact-expiry", "Never"),
+        ("#fact-environment", "live"),
+        ("#fact-created", "UTC"),
+        ("#fact-created", "Operator"),
+        ("#fact-last-used", "Never"),
+        ("#fact-revoked", "No"),
+        ("#fact-external-id", "crm-42"),
+        ("#fact-meta", "\"team\": \"billing\""),
+    ];
+    for (css, expected) in facts {
+        let shown = text(c, css).await;
+        assert!(shown.contains(expected), "{css} shows {expected:?}: {shown:?}");
+    }
+    assert_eq!(text(c, "#key-events tbody tr code.action").await, "key.created", "its recent activity");
+    shot(c, "72-key-detail").await;
+}
+
+async fn editing_on_the_key_page_explains_then_saves(c: &Client, server: &Server, billing: &str) {
+    click(c, "#open-edit").await;
+    find(c, "#edit-dialog[open]").await;
+    assert_eq!(value(c, "#edit-key-name").await, "Billing export", "the dialog starts from the key");
+    assert!(is_checked(c, "#edit-form input[name=scopes][value='templates:read']").await);
+    assert!(is_checked(c, "#edit-form input[name=channel_scope][value=some]").await, "Channel scoped");
+    assert!(is_checked(c, "#edit-form input[name=channels][value=marketing]").await);
+    assert_eq!(value(c, "#edit-ip-allowlist").await, "10.0.0.0/8");
+    assert!(is_checked(c, &format!("#edit-form input[name=phone_allowlist][value='{}']", NUMBERS[1])).await);
+    let labels = text(c, "#edit-form fieldset:nth-of-type(2)").await;
+    assert!(labels.contains("All recipients") && labels.contains("Channel scoped"), "seed 003's words: {labels:?}");
+    shot(c, "73-edit-dialog").await;
+
+    fill(c, "#edit-key-name", "Billing export (EU)").await;
+    fill(c, "#edit-rate-limit", "5000").await;
+    fill(c, "#edit-ip-allowlist", "10.0.0.0/8\n300.1.2.3").await;
+    click(c, "#edit-submit").await;
+    let rate = text(c, "#edit-rate-limit-error:not(:empty)").await;
+    assert_eq!(rate, "Rate limit must be an integer between 1 and 1000");
+    assert_eq!(text(c, "#edit-ip-allowlist-error").await, "Line 2: Invalid IP address or CIDR range: 300.1.2.3");
+    let described = find(c, "#edit-rate-limit").await.attr("aria-describedby").await.expect("attr").unwrap_or_default();
+    assert!(described.contains("edit-rate-limit-error"), "the error is tied to its field: {described:?}");
+    assert_eq!(find(c, "#edit-rate-limit").await.attr("aria-invalid").await.expect("attr").as_deref(), Some("true"));
+    assert_eq!(server.key(billing).await["name"], "Billing export", "nothing saved yet");
+    scroll_to(c, "#edit-rate-limit").await;
+    shot(c, "74-edit-dialog-errors").await;
+
+    fill(c, "#edit-rate-limit", "200").await;
+    fill(c, "#edit-ip-allowlist", "10.0.0.0/8\n192.0.2.1").await;
+    click(c, "#edit-form input[name=channel_scope][value=all]").await;
+    click(c, "#edit-submit").await;
+    wait_for_text(c, "#key-title", "Billing export (EU)").await;
+    assert!(text(c, "#fact-rate-limit").await.contains("200 requests/second"));
+    assert_eq!(text(c, "#fact-recipients").await, "All recipients");
+    let stored = server.key(billing).await;
+    assert_eq!(stored["rate_limit"], 200, "{stored:#}");
+    assert_eq!(stored["channels"], "all", "{stored:#}");
+    assert_eq!(stored["ip_allowlist"], json!(["10.0.0.0/8", "192.0.2.1"]), "{stored:#}");
+    assert_eq!(stored["expires_at"], Value::Null, "an untouched expiry is not sent");
+    let change = text(c, "#key-events tbody tr").await;
+    assert!(change.contains("key.updated") && change.contains("rate_limit"), "{change:?}");
+    shot(c, "75-key-detail-edited").await;
+}
+
+async fn rolling_with_a_grace_period(c: &Client, server: &Server, billing: &str, old_secret: &str) {
+    click(c, "#open-roll").await;
+    find(c, "#roll-dialog[open]").await;
+    assert!(is_checked(c, "input[name=grace_seconds][value='86400']").await, "24 hours by default");
+    for grace in ["0", "3600", "86400", "604800"] {
+        find(c, &format!("input[name=grace_seconds][value='{grace}']")).await;
+    }
+    shot(c, "76-roll-dialog").await;
+    click(c, "input[name=grace_seconds][value='3600']").await;
+    let before = now();
+    click(c, "#roll-submit").await;
+    find(c, "#rolled-panel:not([hidden])").await;
+    let new_secret = value(c, "#rolled-secret").await;
+    assert!(new_secret.starts_with("kw_live_") && new_secret != old_secret, "a new key, once");
+    assert!(absent(c, "#rolled-signing:not([hidden])").await, "no signing secret without HMAC");
+    assert!(text(c, "#rolled-old-expiry").await.contains("keeps working until"));
+    shot(c, "77-rolled-new-key").await;
+    for secret in [old_secret, new_secret.as_str()] {
+        let decision = server.verify(&json!({ "key": secret, "client_ip": "192.0.2.1" })).await;
+        assert_eq!(decision["valid"], true, "both work during the grace period: {decision:#}");
+    }
+    click(c, "#rolled-done").await;
+    wait_for_text(c, "#fact-expiry", "UTC").await;
+    let expires_at = server.key(billing).await["expires_at"].as_str().map(str::to_owned).expect("an expiry now");
+    let expires_at = OffsetDateTime::parse(&expires_at, &Rfc3339).expect("rfc 3339");
+    let hour = time::Duration::hours(1);
+    assert!(expires_at >= before + hour - time::Duration::seconds(5) && expires_at <= now() + hour, "{expires_at}");
+    assert!(
+        text(c, "#fact-expiry").await.contains("in 59 minutes") || text(c, "#fact-expiry").await.contains("in 1 hour")
+    );
+    find(c, "#fact-rolled-to a").await;
+    shot(c, "78-old-key-after-roll").await;
+    click(c, "#fact-rolled-to a").await;
+    find(c, "#fact-rolled-from").await;
+    assert_eq!(text(c, "#key-title").await, "Billing export (EU)", "the same settings");
+    assert!(text(c, "#fact-rate-limit").await.contains("200"));
+}
+
+async fn editing_from_a_row(c: &Client, server: &Server, long: &str) {
+    c.goto(&server.url("/settings/api-keys")).await.expect("list");
+    click(c, &format!("tr[data-key-id='{long}'] button.edit")).await;
+    find(c, "#edit-dialog[open]").await;
+    assert_eq!(value(c, "#edit-key-name").await, LONG_NAME);
+    fill(c, "#edit-key-name", "Renamed from the list").await;
+    click(c, "#edit-form input[name=scopes][value='contacts:read']").await;
+    click(c, "#edit-submit").await;
+    wait_for_text(c, &format!("tr[data-key-id='{long}'] td.name"), "Renamed from the list").await;
+    assert!(text(c, &format!("tr[data-key-id='{long}'] td.scopes")).await.contains("contacts:read"));
+    assert_eq!(server.key(long).await["scopes"], json!(["messages:send", "contacts:read"]));
+    shot(c, "79-list-after-row-edit").await;
+}
+
+async fn finding_keys(c: &Client, server: &Server, billing: &str) {
+    // The owner makes one key in the console, so "Created by" has two people to choose from.
+    click(c, "#open-create").await;
+    fill(c, "#key-name", "Owner's own key").await;
+    click(c, "#create-submit").await;
+    find(c, "#created-panel:not([hidden])").await;
+    let owners_secret = value(c, "#created-secret").await;
+    click(c, "#created-done").await;
+    find(c, "table.keys").await;
+
+    let names = |c: &Client| {
+        let c = c.clone();
+        async move {
+            let mut names = Vec::new();
+            for cell in find_all(&c, "table.keys tbody td.name").await {
+                names.push(cell.text().await.expect("text"));
+            }
+            names
+        }
+    };
+    fill(c, "#key-search", "billing").await;
+    click(c, "#key-filters button[type=submit]").await;
+    find(c, "#key-filters a[href='/settings/api-keys']").await; // Clear: the list is filtered
+    assert_eq!(
+        names(c).await,
+        ["Billing export (EU)", "Billing export (EU)"],
+        "by name: the rolled key and the old one"
+    );
+    shot(c, "80-search-by-name").await;
+
+    let prefix = server.key(billing).await["prefix"].as_str().expect("prefix").to_owned();
+    fill(c, "#key-search", &prefix[..13]).await;
+    click(c, "#key-filters button[type=submit]").await;
+    find(c, &format!("tr[data-key-id='{billing}']")).await;
+    assert_eq!(find_all(c, "table.keys tbody tr").await.len(), 1, "by prefix: {prefix}");
+
+    c.goto(&server.url("/settings/api-keys?status=expired")).await.expect("status filter");
+    assert_eq!(names(c).await, ["Short-lived"]);
+    assert_eq!(value(c, "#filter-status").await, "expired", "the filter shows what it holds");
+    let owner_id = script(
+        c,
+        "return [...document.querySelectorAll('#filter-creator option')].find((o) => o.textContent === arguments[0]).value;",
+        vec![json!(OWNER)],
+    )
+    .await;
+    c.goto(&server.url(&format!("/settings/api-keys?created_by={}", owner_id.as_str().expect("id"))))
+        .await
+        .expect("by creator");
+    assert_eq!(names(c).await, ["Owner's own key", "Billing export (EU)"], "the owner made these two (one by rolling)");
+    shot(c, "81-filter-by-creator").await;
+    c.goto(&server.url("/settings/api-keys?q=nothing-like-this")).await.expect("no match");
+    assert_eq!(text(c, ".empty-state h2").await, "No keys match");
+
+    // A pasted full key is looked up with a POST and never lands in a URL.
+    click(c, "#open-lookup").await;
+    find(c, "#lookup-dialog[open]").await;
+    fill(c, "#lookup-key", "kw_live_0123456789ABCDEFGHIJabcdefghijKL1WMpTT").await;
+    click(c, "#lookup-submit").await;
+    let missing = text(c, "#lookup-error:not(:empty)").await;
+    assert!(missing.starts_with("No key of this organization matches"), "{missing}");
+    shot(c, "82-lookup-unknown").await;
+    fill(c, "#lookup-key", &owners_secret).await;
+    click(c, "#lookup-submit").await;
+    wait_for_text(c, "#key-title", "Owner's own key").await;
+    assert!(!full_url(c).await.contains(&owners_secret), "the key is not in the URL");
+    // Pasted into the search box, it is looked up as well, not searched for.
+    c.goto(&server.url("/settings/api-keys")).await.expect("list");
+    fill(c, "#key-search", &owners_secret).await;
+    click(c, "#key-filters button[type=submit]").await;
+    wait_for_text(c, "#key-title", "Owner's own key").await;
+    assert!(!full_url(c).await.contains(&owners_secret), "the key is not in the URL");
+    shot(c, "83-lookup-found").await;
+}
+
+async fn a_revoked_key_offers_no_changes(c: &Client, server: &Server, key: &str) {
+    server.operator_post(&format!("/v1/orgs/{}/keys/{key}/revoke", server.org), &json!({})).await;
+    c.goto(&server.url(&format!("/settings/api-keys/{key}"))).await.expect("revoked key");
+    assert_eq!(text(c, "#key-status").await, "REVOKED");
+    for control in ["#open-edit", "#open-roll", "#open-revoke", "#edit-dialog"] {
+        assert!(absent(c, control).await, "{control} on a revoked key");
+    }
+    let note = text(c, "#revoked-note").await;
+    assert!(note.contains("cannot be edited"), "{note}");
+    assert!(text(c, "#fact-revoked").await.contains("Operator"), "revoked by");
+    c.goto(&server.url("/settings/api-keys")).await.expect("list");
+    assert!(absent(c, &format!("tr[data-key-id='{key}'] button.edit")).await, "no Edit on its row");
+    shot(c, "84-revoked-key-detail").await;
+}
+
+async fn the_key_page_on_a_phone(c: &Client, server: &Server, billing: &str) {
+    c.set_window_size(390, 844).await.expect("resize");
+    assert_eq!(script(c, "return window.innerWidth;", vec![]).await, 390, "the viewport is 390 px wide");
+    let long_key = server.create_key(&json!({ "name": LONG_NAME })).await.0;
+    c.goto(&server.url("/settings/api-keys")).await.expect("list");
+    find(c, &format!("tr[data-key-id='{long_key}']")).await;
+    fits_the_width(c, "key list at 390 px").await;
+    shot(c, "85-key-list-390").await;
+    c.goto(&server.url(&format!("/settings/api-keys/{long_key}"))).await.expect("detail");
+    find(c, "#key-detail").await;
+    fits_the_width(c, "key detail at 390 px").await;
+    shot(c, "86-key-detail-390").await;
+    c.goto(&server.url(&format!("/settings/api-keys/{billing}"))).await.expect("detail");
+    click(c, "#open-edit").await;
+    find(c, "#edit-dialog[open]").await;
+    fill(c, "#edit-rate-limit", "0").await;
+    click(c, "#edit-submit").await;
+    text(c, "#edit-rate-limit-error:not(:empty)").await;
+    fits_the_width(c, "edit dialog at 390 px").await;
+    shot(c, "87-edit-dialog-390").await;
+    c.goto(&server.url("/settings/audit-log")).await.expect("audit log");
+    click(c, "button.toggle-event").await;
+    fits_the_width(c, "audit log at 390 px").await;
+    shot(c, "88-audit-log-390").await;
+    c.set_window_size(1280, 900).await.expect("resize");
+}
+
+// ---- 8. Members, the audit log, error pages, accessibility ------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_and_the_audit_trail_and_every_page_is_accessible() {
+    let server = Server::start().await;
+    with_browser("members-audit", move |browser| async move {
+        let c = &browser.client;
+        server.add_member(ADMIN, "admin").await;
+        let user_id = server.add_member(USER, "user").await;
+        // Someone tries the admin's password.
+        assert!(server.session_cookie(ADMIN, "not the password", "curl/8.5.0").await.is_none());
+        let (key, _) = server.create_key(&json!({ "name": "Webhook relay", "rate_limit": 40 })).await;
+
+        c.goto(&server.url("/login")).await.expect("login page");
+        accessible(c, "login").await;
+        log_in(c, &server, OWNER, PASSWORD).await;
+        find(c, "table.keys").await;
+        click(c, "#open-create").await;
+        find(c, "#create-dialog[open]").await;
+        accessible(c, "create dialog").await;
+        c.refresh().await.expect("reload");
+
+        an_owner_manages_members(c, &server, &user_id).await;
+        the_audit_log_explains_each_change(c, &server, &key).await;
+        unknown_pages_are_html(c, &server).await;
+        c.goto(&server.url("/settings/numbers")).await.expect("numbers");
+        accessible(c, "numbers").await;
+        an_admin_reads_members_and_a_user_is_refused(c, &server).await;
+    })
+    .await;
+}
+
+async fn an_owner_manages_members(c: &Client, server: &Server, user_id: &str) {
+    click(c, ".sidenav a[href='/settings/members']").await;
+    find(c, "table.members").await;
+    assert_eq!(text(c, "main h1").await, "Members");
+    let listed = text(c, "table.members").await;
+    for expected in [OWNER, ADMIN, USER, READER, "Owner", "Admin", "User", "Read-only", "UTC"] {
+        assert!(listed.contains(expected), "{expected} in {listed:?}");
+    }
+    shot(c, "90-members").await;
+    accessible(c, "members").await;
+
+    // Add: a short password is explained under its field; then it works.
+    click(c, "#open-add-member").await;
+    find(c, "#member-dialog[open]").await;
+    fill(c, "#member-email", "nina.new@acme.test").await;
+    fill(c, "#member-password", "short").await;
+    click(c, "#member-submit").await;
+    let error = text(c, "#member-password-error:not(:empty)").await;
+    assert!(!error.is_empty());
+    shot(c, "91-add-member-error").await;
+    accessible(c, "add member dialog").await;
+    fill(c, "#member-password", "a long enough passphrase").await;
+    find(c, "#member-role option[value=readonly]").await.click().await.expect("choose read-only");
+    click(c, "#member-submit").await;
+    wait_for_text(c, "table.members", "nina.new@acme.test").await;
+    let row = text(c, "table.members tbody").await;
+    assert!(row.contains("nina.new@acme.test"), "{row}");
+    shot(c, "92-member-added").await;
+
+    // Remove: the member's session ends at once.
+    let cookie =
+        server.session_cookie(USER, PASSWORD, "Mozilla/5.0 (member's laptop)").await.expect("the user logs in");
+    click(c, &format!("button.remove-member[data-member-id='{user_id}']")).await;
+    find(c, "#remove-dialog[open]").await;
+    assert_eq!(text(c, "#remove-email").await, USER);
+    shot(c, "93-remove-member-dialog").await;
+    click(c, "#remove-confirm").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !absent(c, &format!("tr[data-member-id='{user_id}']")).await {
+        assert!(std::time::Instant::now() < deadline, "the removed member is still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let response =
+        server.http.get(server.url("/settings/api-keys")).header("cookie", cookie).send().await.expect("page");
+    assert_eq!(response.status().as_u16(), 303, "the removed member's session is over");
+    assert_eq!(response.headers()["location"], "/login");
+    assert!(text(c, "tr.you").await.contains(OWNER), "the owner's own row");
+    assert!(absent(c, "tr.you button.remove-member").await, "no Remove on one's own row");
+    let events = server.audit("&action=member.added").await;
+    assert!(events.iter().any(|e| e["target"]["name"] == "nina.new@acme.test"), "member.added is in the audit log");
+    assert_eq!(server.audit(&format!("&action=member.removed&target={user_id}")).await.len(), 1);
+}
+
+async fn the_audit_log_explains_each_change(c: &Client, server: &Server, key: &str) {
+    // A change made in this browser, so its IP and user agent are this browser's.
+    c.goto(&server.url(&format!("/settings/api-keys/{key}"))).await.expect("key page");
+    click(c, "#open-edit").await;
+    fill(c, "#edit-rate-limit", "60").await;
+    click(c, "#edit-submit").await;
+    wait_for_text(c, "#fact-rate-limit", "60 requests/second").await;
+    click(c, "a[href^='/settings/audit-log?target=']").await;
+    find(c, "table.audit").await;
+    assert_eq!(value(c, "#filter-target").await, key, "filtered to this key");
+    let actions: Vec<String> = {
+        let mut actions = Vec::new();
+        for cell in find_all(c, "table.audit tr.event code.action").await {
+            actions.push(cell.text().await.expect("text"));
+        }
+        actions
+    };
+    assert_eq!(actions, ["key.updated", "key.created"], "only this key's events");
+    let time_cell = text(c, "table.audit tr.event td[data-label=Time]").await;
+    assert!(time_cell.contains("just now") && time_cell.contains(" UTC"), "relative and absolute UTC: {time_cell:?}");
+
+    click(c, "table.audit tr.event button.toggle-event").await;
+    let detail = find(c, "tr.event-detail:not([hidden])").await;
+    let shown = detail.text().await.expect("text");
+    for expected in ["rate_limit", "40", "60", "Trace ID", "127.0.0.1", "HeadlessChrome", OWNER] {
+        assert!(shown.contains(expected), "{expected} in the expanded event: {shown:?}");
+    }
+    assert_eq!(text(c, "tr.event-detail:not([hidden]) td.old").await, "40");
+    assert_eq!(text(c, "tr.event-detail:not([hidden]) td.new").await, "60");
+    let trace = text(c, "tr.event-detail:not([hidden]) .trace-id").await;
+    assert!(trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()), "{trace:?}");
+    assert_eq!(
+        find(c, "button.toggle-event").await.attr("aria-expanded").await.expect("attr").as_deref(),
+        Some("true")
+    );
+    shot(c, "94-audit-event-expanded").await;
+    accessible(c, "audit log, expanded").await;
+
+    // The failed login: an attempt on the admin's account by someone not logged in.
+    c.goto(&server.url("/settings/audit-log?action=member.login_failed")).await.expect("failed logins");
+    let row = text(c, "table.audit tr.event").await;
+    assert!(row.contains("Unauthenticated") && row.contains(ADMIN), "{row:?}");
+    assert_eq!(text(c, "tr.event td[data-label=Actor]").await.contains(ADMIN), false, "the admin did nothing");
+    click(c, "button.toggle-event").await;
+    assert!(text(c, "tr.event-detail:not([hidden]) .user-agent").await.contains("curl/8.5.0"));
+    shot(c, "95-audit-failed-login").await;
+
+    // A time range: today (UTC) holds every event; a day in the past none.
+    let today = now().date().to_string();
+    c.goto(&server.url(&format!("/settings/audit-log?since={today}&until={today}&target={key}"))).await.expect("range");
+    assert_eq!(find_all(c, "table.audit tr.event").await.len(), 2);
+    assert_eq!(value(c, "#filter-since").await, today);
+    c.goto(&server.url(&format!("/settings/audit-log?until=2020-01-01&target={key}"))).await.expect("range");
+    assert_eq!(text(c, ".empty-state h2").await, "No events");
+    c.goto(&server.url("/settings/audit-log?since=yesterday")).await.expect("bad date");
+    assert_eq!(text(c, "#filter-dates-error").await, "Dates look like 2030-01-31.");
+
+    // Downloads hold exactly the filtered events.
+    c.goto(&server.url(&format!("/settings/audit-log?target={key}"))).await.expect("filtered");
+    let fetch = "const done = arguments[arguments.length - 1];
+                 fetch(document.getElementById(arguments[0]).href, { credentials: 'same-origin' })
+                   .then(async (r) => done([r.status, r.headers.get('content-type'), r.headers.get('content-disposition'), await r.text()]))
+                   .catch((e) => done([0, '', '', String(e)]));";
+    let csv = c.execute_async(fetch, vec![json!("download-csv")]).await.expect("csv");
+    assert_eq!(csv[0], 200, "{csv}");
+    assert!(csv[1].as_str().unwrap_or_default().starts_with("text/csv"), "{csv}");
+    assert!(csv[2].as_str().unwrap_or_default().starts_with("attachment; filename=\"audit-log-"), "{csv}");
+    let lines: Vec<&str> = csv[3].as_str().expect("body").split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 3, "a header and two events: {lines:#?}");
+    assert!(lines[0].starts_with("at,action,actor_type,actor_id,actor_name,actor_ip,user_agent"), "{}", lines[0]);
+    assert!(lines[1].contains(",key.updated,member,") && lines[1].contains("HeadlessChrome"), "{}", lines[1]);
+    let jsonl = c.execute_async(fetch, vec![json!("download-jsonl")]).await.expect("jsonl");
+    assert_eq!(jsonl[0], 200, "{jsonl}");
+    assert!(jsonl[2].as_str().unwrap_or_default().ends_with(".jsonl\""), "{jsonl}");
+    let events: Vec<Value> =
+        jsonl[3].as_str().expect("body").lines().map(|line| serde_json::from_str(line).expect("a JSON line")).collect();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["action"], "key.updated");
+    assert_eq!(events[0]["changes"]["rate_limit"], json!({ "old": 40, "new": 60 }));
+    assert_eq!(events[1]["action"], "key.created");
+    assert!(events.iter().all(|e| e["target"]["id"] == key));
+}
+
+async fn unknown_pages_are_html(c: &Client, server: &Server) {
+    for path in ["/settings/nothing-here", "/settings/api-keys/key_doesnotexist", "/settings/api-keys/not-an-id"] {
+        let response = server.http.get(server.url(path)).send().await.expect("page");
+        assert_eq!(response.status().as_u16(), 303, "{path}: without a session, to the login page");
+        c.goto(&server.url(path)).await.expect("unknown page");
+        assert_eq!(text(c, ".empty-state h1").await, "Page not found", "{path}");
+        find(c, ".sidenav").await;
+    }
+    let cookie = c.get_named_cookie("keyward_session").await.expect("cookie");
+    let response = server
+        .http
+        .get(server.url("/settings/nothing-here"))
+        .header("cookie", format!("keyward_session={}", cookie.value()))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(response.status().as_u16(), 404);
+    assert!(response.headers()["content-type"].to_str().expect("ascii").starts_with("text/html"));
+    shot(c, "96-not-found").await;
+    accessible(c, "404 page").await;
+}
+
+async fn an_admin_reads_members_and_a_user_is_refused(c: &Client, server: &Server) {
+    click(c, ".topbar form button[type=submit]").await; // Log out
+    find(c, "#email").await;
+    log_in(c, server, ADMIN, PASSWORD).await;
+    find(c, "table.keys").await;
+    c.goto(&server.url("/settings/members")).await.expect("members");
+    find(c, "table.members").await;
+    assert!(text(c, "#members-read-only").await.contains("Only owners can add or remove members"));
+    assert!(absent(c, "#open-add-member").await, "no Add member for an admin");
+    assert!(absent(c, "button.remove-member").await, "no Remove for an admin");
+    assert!(absent(c, "#member-dialog").await);
+    shot(c, "97-members-admin-read-only").await;
+    accessible(c, "members, read-only").await;
+
+    click(c, ".topbar form button[type=submit]").await;
+    find(c, "#email").await;
+    log_in(c, server, READER, PASSWORD).await;
+    find(c, ".empty-state h1").await;
+    for path in ["/settings/members", "/settings/api-keys", "/settings/audit-log", "/settings/numbers"] {
+        c.goto(&server.url(path)).await.expect("page");
+        assert_eq!(text(c, ".empty-state h1").await, "You don't have access to this page", "{path}");
+        assert!(absent(c, "a[href='/settings/members']").await, "{path}: no link to members");
+    }
+    shot(c, "98-members-readonly-403").await;
+    accessible(c, "403 page").await;
+    let cookie = c.get_named_cookie("keyward_session").await.expect("cookie");
+    let response = server
+        .http
+        .get(server.url("/settings/members"))
+        .header("cookie", format!("keyward_session={}", cookie.value()))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(response.status().as_u16(), 403);
 }

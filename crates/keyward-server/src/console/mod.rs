@@ -3,6 +3,9 @@
 //! Forms inside dialogs talk to the same JSON API as every other client, with the session's
 //! CSRF token; pages only read.
 
+mod audit;
+mod keys;
+mod members;
 mod pages;
 
 use axum::extract::{Form, Request, State};
@@ -20,7 +23,7 @@ use crate::app::AppState;
 use crate::auth::{session_token, RequestMeta};
 use crate::manage::LoginError;
 
-pub use pages::{render_forbidden, render_login};
+pub use pages::{render_forbidden, render_login, render_not_found};
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -31,9 +34,15 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(home))
         .route("/login", get(login_page).post(login_submit))
         .route("/logout", post(logout))
-        .route("/settings/api-keys", get(pages::api_keys))
-        .route("/settings/audit-log", get(pages::audit_log))
+        .route("/settings", get(|| async { Redirect::to("/settings/api-keys") }))
+        .route("/settings/api-keys", get(keys::list))
+        .route("/settings/api-keys/{id}", get(keys::detail))
+        .route("/settings/audit-log", get(audit::log))
+        .route("/settings/audit-log/export.csv", get(audit::export_csv))
+        .route("/settings/audit-log/export.jsonl", get(audit::export_jsonl))
+        .route("/settings/members", get(members::list))
         .route("/settings/numbers", get(pages::numbers))
+        .route("/settings/{*rest}", get(pages::not_found))
         .route("/assets/app.css", get(stylesheet))
         .route("/assets/app.js", get(script))
         .layer(axum::middleware::from_fn(security_headers))
