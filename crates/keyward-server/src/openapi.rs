@@ -191,7 +191,7 @@ fn expiry() -> Value {
     })
 }
 
-fn list_of(item: Value, description: &str) -> Value {
+fn list_of(item: &Value, description: &str) -> Value {
     json!({"type": ["array", "null"], "maxItems": 1000, "items": item, "description": description})
 }
 
@@ -213,13 +213,13 @@ fn rules(configured: &Configured<'_>) -> Vec<(&'static str, &'static str, Value)
     let channels = || json!({"oneOf": [{"type": "null"}, channels_schema(true)]});
     let ip_allowlist = || {
         list_of(
-            ip_entry(),
+            &ip_entry(),
             "IPv4/IPv6 addresses and CIDR ranges the key may be used from; empty or null = any address.",
         )
     };
     let phone_allowlist = || {
         list_of(
-            phone("A sender number registered in the org (normalized to E.164)."),
+            &phone("A sender number registered in the org (normalized to E.164)."),
             "Sender numbers registered in the org that the key may send from (checked for `messages:send`); empty or null = any of the org's.",
         )
     };
