@@ -357,10 +357,10 @@ async fn trickle(address: String, limit: Duration) -> Option<Duration> {
         if stream.write_all(&[*byte]).await.is_err() {
             return Some(started.elapsed());
         }
-        // A closed connection reads 0 (or fails); a live one makes us wait.
-        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await {
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) | Err(_) => {}
+        // The request is never complete: any answer (a refusal), an end or an error means the
+        // server let go; a live connection makes us wait.
+        if tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buffer)).await.is_ok() {
+            return Some(started.elapsed());
         }
         if started.elapsed() > limit {
             return None;
@@ -395,7 +395,7 @@ async fn trickling_connections_are_closed_and_capped_per_address_while_keep_aliv
     held.sort();
     // Past the cap (20 per address, one taken by the keep-alive client) connections close at once;
     // the rest when the 1 s header timeout passes.
-    let refused = held.iter().filter(|d| **d < Duration::from_millis(500)).count();
+    let refused = held.iter().filter(|d| **d < Duration::from_millis(900)).count();
     assert!(refused >= 21, "{refused} of 40 were refused at once: {held:?}");
     assert!(held.iter().all(|d| *d < Duration::from_secs(3)), "{held:?}");
     // Once they are gone, new connections are served again.
