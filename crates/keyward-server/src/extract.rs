@@ -73,7 +73,16 @@ pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
 fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = error.path().to_string();
     let inner = error.into_inner();
-    if inner.is_syntax() || inner.is_eof() || path == "." {
+    // A value JSON itself cannot hold (a number out of range such as `1e400`, a bad escape in a
+    // string) is that field's error; other syntax errors, a body cut short, or a body that is
+    // wrong at its top name the body.
+    let unreadable_value = inner.is_syntax() && {
+        let message = plain(&inner);
+        ["number out of range", "invalid escape", "invalid unicode code point", "lone leading surrogate"]
+            .iter()
+            .any(|start| message.starts_with(start))
+    };
+    if (inner.is_syntax() && !unreadable_value) || inner.is_eof() || path == "." {
         ApiError::field("body", format!("Invalid JSON: {}", plain(&inner)))
     } else {
         ApiError::field(&path, plain(&inner))
