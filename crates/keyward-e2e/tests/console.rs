@@ -1184,6 +1184,12 @@ async fn the_list_links_every_key_and_long_names_wrap(c: &Client, long: &str, ex
     assert!(!status.contains("Expires"), "{status:?}");
     shot(c, "71-key-list-long-name-and-expired").await;
     accessible(c, "key list").await;
+    let audit = c.current_url().await.expect("url").join("/settings/audit-log").expect("url");
+    c.goto(audit.as_str()).await.expect("audit log");
+    find(c, "table.audit").await;
+    fits_the_width(c, "audit log at 1280 px").await;
+    c.back().await.expect("back to the list");
+    find(c, "table.keys").await;
 }
 
 async fn a_key_page_shows_every_field(c: &Client, billing: &str) {
