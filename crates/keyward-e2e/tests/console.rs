@@ -1059,7 +1059,7 @@ fn axe_source() -> String {
 }
 
 /// Runs axe-core on the page as it is now: no serious or critical violation is allowed.
-/// The script is injected through WebDriver, which the page's CSP does not govern.
+/// The script is injected through `WebDriver`, which the page's CSP does not govern.
 async fn accessible(c: &Client, page: &str) {
     static AXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let source = AXE.get_or_init(axe_source);
@@ -1563,7 +1563,7 @@ async fn the_audit_log_explains_each_change(c: &Client, server: &Server, key: &s
     c.goto(&server.url("/settings/audit-log?action=member.login_failed")).await.expect("failed logins");
     let row = text(c, "table.audit tr.event").await;
     assert!(row.contains("Unauthenticated") && row.contains(ADMIN), "{row:?}");
-    assert_eq!(text(c, "tr.event td[data-label=Actor]").await.contains(ADMIN), false, "the admin did nothing");
+    assert!(!text(c, "tr.event td[data-label=Actor]").await.contains(ADMIN), "the admin did nothing");
     click(c, "button.toggle-event").await;
     assert!(text(c, "tr.event-detail:not([hidden]) .user-agent").await.contains("curl/8.5.0"));
     shot(c, "95-audit-failed-login").await;
