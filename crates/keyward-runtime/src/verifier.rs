@@ -405,7 +405,8 @@ impl Verifier {
             .iter()
             .map(|cells| {
                 let ns = cells.last_used_ns.load(Ordering::Acquire);
-                let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                let at =
+                    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
                 (cells.key_id.clone(), at)
             })
             .collect();

@@ -333,7 +333,7 @@ async fn a_stuck_store_answers_unavailable_within_the_verify_bound() {
     let started = std::time::Instant::now();
     assert_eq!(code(&f.verifier, &f.key).await, "UNAVAILABLE");
     let waited = started.elapsed();
-    assert!(waited < Duration::from_millis(1000), "waited {waited:?}");
+    assert!(waited < Duration::from_secs(1), "waited {waited:?}");
 }
 
 #[tokio::test]

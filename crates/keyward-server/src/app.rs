@@ -23,7 +23,7 @@ use crate::api::{audit, keys, members, orgs, session};
 use crate::config::Config;
 use crate::extract::MAX_BODY_BYTES;
 use crate::problem::{problem_response, ApiError};
-use crate::telemetry::{self, VerifyMetrics};
+use crate::telemetry::{self, RefusalLog, VerifyMetrics};
 use crate::throttle::LoginThrottle;
 use crate::{console, gateway, net, openapi, verify};
 
@@ -52,6 +52,7 @@ pub struct Keyward {
     pub clock: Arc<dyn Clock>,
     pub operator_token_hash: KeyHash,
     pub verify_metrics: VerifyMetrics,
+    pub refusal_log: RefusalLog,
     pub login_throttle: LoginThrottle,
     pub node_id: String,
     /// Set on the shutdown signal: `/readyz` answers 503 while requests are still served.
@@ -72,6 +73,9 @@ impl Keyward {
                 negative_ttl: Duration::from_secs(10),
                 max_negative_entries: 100_000,
                 max_staleness: deps.config.cache_max_staleness,
+                max_cached_keys: deps.config.key_cache_capacity,
+                cache_max_age: deps.config.key_cache_max_age,
+                store_read_timeout: deps.config.verify_store_timeout,
             },
             deps.master_key.pepper(),
             deps.master_key.secret_box(),
@@ -81,6 +85,7 @@ impl Keyward {
                 SharedState::local(deps.clock.now().unix_timestamp(), deps.config.signature_tolerance_seconds)
             }),
         );
+        let refusal_log = RefusalLog::new(deps.config.refusal_log_per_second);
         Arc::new(Self {
             secret_box: deps.master_key.secret_box(),
             config: deps.config,
@@ -89,6 +94,7 @@ impl Keyward {
             clock: deps.clock,
             operator_token_hash: deps.operator_token_hash,
             verify_metrics,
+            refusal_log,
             login_throttle: LoginThrottle::default(),
             node_id: deps.node_id,
             draining: std::sync::atomic::AtomicBool::new(false),
@@ -123,7 +129,7 @@ pub fn build_app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(telemetry::access_log))
+        .layer(axum::middleware::from_fn_with_state(state.config.verify_access_log, telemetry::access_log))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))

@@ -25,6 +25,11 @@ struct RawConfig {
     nodes: Option<u32>,
     cache_max_staleness_seconds: Option<u64>,
     replay_fallback: Option<String>,
+    key_cache_capacity: Option<u64>,
+    key_cache_max_age_seconds: Option<u64>,
+    verify_store_timeout_ms: Option<u64>,
+    verify_access_log: Option<bool>,
+    refusal_log_per_second: Option<u32>,
     shutdown_drain_seconds: Option<u64>,
     header_read_timeout_seconds: Option<u64>,
     max_connections_per_ip: Option<usize>,
@@ -49,6 +54,15 @@ pub struct Config {
     pub cache_max_staleness: std::time::Duration,
     /// Redis down: refuse signed requests (503), or check replays on this node only.
     pub replay_fallback: ReplayFallback,
+    /// The verification cache's bounds: how many keys, and how long one is trusted without a read.
+    pub key_cache_capacity: u64,
+    pub key_cache_max_age: std::time::Duration,
+    /// How long a verification waits for the store on a cache miss before answering 503.
+    pub verify_store_timeout: std::time::Duration,
+    /// One access-log line per verification (off by default: decisions are counted in /metrics).
+    pub verify_access_log: bool,
+    /// At most this many refused verifications a second are logged (code, key prefix, client IP).
+    pub refusal_log_per_second: u32,
     /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, so a load
     /// balancer moves traffic away before the listener closes.
     pub shutdown_drain: std::time::Duration,
@@ -144,6 +158,22 @@ impl Config {
             Some("local") => ReplayFallback::Local,
             Some(other) => return Err(format!("replay_fallback must be \"refuse\" or \"local\", not {other:?}")),
         };
+        let key_cache_capacity = raw.key_cache_capacity.unwrap_or(1_000_000);
+        if !(1..=100_000_000).contains(&key_cache_capacity) {
+            return Err("key_cache_capacity must be between 1 and 100000000".to_owned());
+        }
+        let key_cache_max_age = raw.key_cache_max_age_seconds.unwrap_or(600);
+        if !(1..=86_400).contains(&key_cache_max_age) {
+            return Err("key_cache_max_age_seconds must be between 1 and 86400".to_owned());
+        }
+        let verify_store_timeout = raw.verify_store_timeout_ms.unwrap_or(500);
+        if !(10..=60_000).contains(&verify_store_timeout) {
+            return Err("verify_store_timeout_ms must be between 10 and 60000".to_owned());
+        }
+        let refusal_log_per_second = raw.refusal_log_per_second.unwrap_or(10);
+        if refusal_log_per_second > 10_000 {
+            return Err("refusal_log_per_second must be between 0 and 10000".to_owned());
+        }
         let shutdown_drain_seconds = raw.shutdown_drain_seconds.unwrap_or(5);
         if shutdown_drain_seconds > 3600 {
             return Err("shutdown_drain_seconds must be between 0 and 3600".to_owned());
@@ -168,6 +198,11 @@ impl Config {
             nodes,
             cache_max_staleness: std::time::Duration::from_secs(staleness),
             replay_fallback,
+            key_cache_capacity,
+            key_cache_max_age: std::time::Duration::from_secs(key_cache_max_age),
+            verify_store_timeout: std::time::Duration::from_millis(verify_store_timeout),
+            verify_access_log: raw.verify_access_log.unwrap_or(false),
+            refusal_log_per_second,
             shutdown_drain: std::time::Duration::from_secs(shutdown_drain_seconds),
             header_read_timeout: std::time::Duration::from_secs(header_read_timeout_seconds),
             max_connections_per_ip,

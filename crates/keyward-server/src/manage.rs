@@ -346,17 +346,24 @@ impl From<keyward_store::StoreError> for LoginError {
     }
 }
 
-async fn hash_password(password: String) -> Result<String, ApiError> {
+/// Password hashing runs on at most this many blocking threads at once. Each argon2id hash takes
+/// tens of milliseconds and 19 MiB: a burst of logins waits its turn here instead of filling the
+/// blocking pool the database shares, or the memory.
+static PASSWORD_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PASSWORD_WORKERS);
+const PASSWORD_WORKERS: usize = 2;
+
+async fn password_work<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    let _permit = PASSWORD_WORK.acquire().await.map_err(|e| ApiError::Internal(e.into()))?;
     // argon2id takes tens of milliseconds of CPU: keep it off the async workers.
-    tokio::task::spawn_blocking(move || keyward_core::password::hash(&password, &mut rand::rngs::OsRng))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::Internal(e.into()))
+}
+
+async fn hash_password(password: String) -> Result<String, ApiError> {
+    password_work(move || keyward_core::password::hash(&password, &mut rand::rngs::OsRng)).await
 }
 
 async fn verify_password(password: String, stored: String) -> Result<bool, ApiError> {
-    tokio::task::spawn_blocking(move || keyward_core::password::verify(&password, &stored))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))
+    password_work(move || keyward_core::password::verify(&password, &stored)).await
 }
 
 impl Keyward {

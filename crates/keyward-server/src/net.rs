@@ -78,8 +78,8 @@ const FINISH_LIMIT: Duration = Duration::from_secs(30);
 /// 1. `shutdown` resolves: `on_drain` runs (`/readyz` turns 503) and every answer from then on
 ///    carries `Connection: close`, while the listener keeps accepting for `rules.drain`;
 /// 2. the listener closes; each open connection may send one more request for
-///    [`CLOSE_LINGER`], answered with `Connection: close`, then it is closed once idle;
-/// 3. this returns when every connection has finished (or [`FINISH_LIMIT`] passed).
+///    `CLOSE_LINGER`, answered with `Connection: close`, then it is closed once idle;
+/// 3. this returns when every connection has finished (or `FINISH_LIMIT` passed).
 pub async fn serve_connections(
     listener: TcpListener,
     app: Router,

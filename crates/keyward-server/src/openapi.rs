@@ -1,6 +1,6 @@
 //! OpenAPI 3.1, generated from the handlers' annotations (utoipa), served at `/openapi.json`.
 //!
-//! The annotations give the shapes; [`RULES`] then states every rule the server checks on each
+//! The annotations give the shapes; `RULES` then states every rule the server checks on each
 //! field (lengths, ranges, patterns, formats), so a schema-valid request is accepted and a
 //! schema-invalid one refused. Rules that need the database (a phone number or channel must be the
 //! org's, an expiry must be in the future) are named by a `format` and a description. What the

@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use keyward_core::key::{prefix_field, KeyFormat};
 use keyward_core::Code;
+use keyward_runtime::Clock;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::problem::InternalCause;
@@ -86,17 +87,15 @@ impl RefusalLog {
 
     /// Logs a refusal if this second still has room: the code, the key's displayable prefix
     /// (never the key) and the client IP.
-    pub fn record(&self, code: Code, key: &str, format: &KeyFormat, client_ip: Option<IpAddr>, now_unix: i64) {
-        if code == Code::Valid || self.per_second == 0 || !self.take(now_unix) {
+    pub fn record(&self, code: Code, key: &str, format: &KeyFormat, client_ip: Option<IpAddr>, clock: &dyn Clock) {
+        if code == Code::Valid || self.per_second == 0 || !self.take(clock.now().unix_timestamp()) {
             return;
         }
         // Only a well-formed key (right shape and checksum) has a prefix worth showing; anything
         // else may be some other secret pasted by mistake, so nothing of it is logged.
         let prefix = if format.parse(key).is_some() { prefix_field(key) } else { "-" };
-        match client_ip {
-            Some(ip) => tracing::info!(code = code.as_str(), key_prefix = prefix, client_ip = %ip, "verification refused"),
-            None => tracing::info!(code = code.as_str(), key_prefix = prefix, "verification refused"),
-        }
+        let client_ip = client_ip.map(tracing::field::display);
+        tracing::info!(code = code.as_str(), key_prefix = prefix, client_ip, "verification refused");
     }
 
     fn take(&self, now_unix: i64) -> bool {

@@ -49,10 +49,7 @@ impl LoginThrottle {
             return Err(seconds);
         }
         if failures.len() >= MAX_TRACKED {
-            failures.retain(|_, times| times.last().is_some_and(|at| *at + WINDOW > now));
-            if failures.len() >= MAX_TRACKED {
-                failures.clear();
-            }
+            make_room(&mut failures, now);
         }
         for (key, _) in keys(email, ip) {
             failures.entry(key).or_default().push(now);
@@ -102,6 +99,36 @@ impl LoginThrottle {
     }
 }
 
+/// Frees a tenth of the table: first what the window has passed, then the records with the
+/// fewest failures (the oldest among equals). A spray of made-up emails makes records of one
+/// failure each, so it evicts only its own kind: to push out a counter at k failures, an
+/// attacker would have to fill the whole table with records above k.
+fn make_room(failures: &mut HashMap<String, Vec<OffsetDateTime>>, now: OffsetDateTime) {
+    failures.retain(|_, times| {
+        times.retain(|at| *at + WINDOW > now);
+        !times.is_empty()
+    });
+    let target = MAX_TRACKED - MAX_TRACKED / 10;
+    if failures.len() <= target {
+        return;
+    }
+    let mut weights: Vec<(usize, OffsetDateTime)> =
+        failures.values().map(|times| (times.len(), times.last().copied().unwrap_or(now))).collect();
+    let excess = failures.len() - target;
+    let (_, threshold, _) = weights.select_nth_unstable(excess - 1);
+    let threshold = *threshold;
+    let mut evicted = 0;
+    failures.retain(|_, times| {
+        let weight = (times.len(), times.last().copied().unwrap_or(now));
+        if evicted < excess && weight <= threshold {
+            evicted += 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
 /// The pair first, then the IP (when known) and the email.
 fn keys(email: &str, ip: Option<&str>) -> impl Iterator<Item = (String, usize)> {
     let pair = (format!("pair:{}|{email}", ip.unwrap_or("-")), PER_EMAIL_AND_IP);
@@ -144,6 +171,21 @@ mod tests {
             throttle.begin(&format!("spray{n}@example.com"), Some("198.51.100.1"), NOW).unwrap();
         }
         assert!(throttle.begin("ann@example.com", Some("198.51.100.1"), NOW).is_err());
+    }
+
+    #[test]
+    fn a_flood_of_made_up_accounts_does_not_reset_the_counters_of_others() {
+        let throttle = LoginThrottle::default();
+        for _ in 0..5 {
+            throttle.begin("ann@example.com", Some("198.51.100.1"), NOW).unwrap();
+        }
+        // Far more one-off attempts than the table holds, each from its own address.
+        for n in 0..u32::try_from(MAX_TRACKED).unwrap() {
+            let ip = format!("10.{}.{}.{}", n >> 16, (n >> 8) & 255, n & 255);
+            let _ = throttle.begin(&format!("spray{n}@example.com"), Some(&ip), NOW + Duration::seconds(1));
+        }
+        assert!(throttle.failures.lock().len() <= MAX_TRACKED, "the table stays bounded");
+        assert_eq!(throttle.begin("ann@example.com", Some("198.51.100.1"), NOW + Duration::seconds(2)), Err(898));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use keyward_core::policy::{EffectiveChannels, VerifyRequest};
+use keyward_core::policy::{EffectiveChannels, VerifyRequest, MAX_REQUESTED_CHANNELS};
 use keyward_core::signing::{SignedRequest, EMPTY_BODY_SHA256};
 use keyward_core::Code;
 use keyward_runtime::{Outcome, RateInfo};
@@ -177,6 +177,9 @@ pub async fn verify(State(state): State<AppState>, request: Request) -> Result<R
     }
     let bytes: Bytes = extract::json_body(request, &state).await?;
     let body: VerifyBody<'_> = extract::parse_json(&bytes)?;
+    if body.channels.as_ref().is_some_and(|list| list.len() > MAX_REQUESTED_CHANNELS) {
+        return Err(ApiError::field("channels", "At most 100 channels may be named in one request"));
+    }
     let client_ip = match body.client_ip.as_deref() {
         None | Some("") => None,
         Some(text) => Some(text.parse().map_err(|_| ApiError::field("client_ip", "Not an IP address"))?),
@@ -210,6 +213,7 @@ pub async fn verify(State(state): State<AppState>, request: Request) -> Result<R
     let key = body.key.as_deref().unwrap_or("");
     let (code, answer) = state.verifier.verify(key, &request, render).await;
     state.verify_metrics.record(code, started);
+    state.refusal_log.record(code, key, &state.config.key_format, client_ip, state.clock.as_ref());
     answer
 }
 

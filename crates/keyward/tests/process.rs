@@ -405,7 +405,10 @@ fn verifications_are_counted_not_logged_and_refusals_are_sampled() {
     for _ in 0..200 {
         assert_eq!(post(&server, "/v1/verify", &json!({ "key": live }))["code"], "VALID");
         assert_eq!(post(&server, "/v1/verify", &json!({ "key": revoked_secret }))["code"], "API_KEY_INACTIVE");
-        assert_eq!(post(&server, "/v1/verify", &json!({ "key": "sk_test_not_one_of_ours" }))["code"], "INVALID_API_KEY");
+        assert_eq!(
+            post(&server, "/v1/verify", &json!({ "key": "sk_test_not_one_of_ours" }))["code"],
+            "INVALID_API_KEY"
+        );
     }
     std::thread::sleep(Duration::from_millis(200));
 

@@ -62,9 +62,8 @@ fn exchange(stream: &mut TcpStream, request: &[u8]) -> std::io::Result<Option<bo
     let mut received = Vec::new();
     let mut buffer = [0_u8; 4096];
     loop {
-        let n = match stream.read(&mut buffer) {
-            Ok(n) => n,
-            Err(_) => return Ok(None),
+        let Ok(n) = stream.read(&mut buffer) else {
+            return Ok(None);
         };
         if n == 0 {
             return Ok(None);

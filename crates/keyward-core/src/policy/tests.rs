@@ -59,7 +59,8 @@ fn ipv6_allowlist(p: &mut KeyPolicy) {
     p.ip_allowlist = vec!["2001:db8::1/128".parse().unwrap(), "2001:db8:ff::/48".parse().unwrap()];
 }
 fn hmac(p: &mut KeyPolicy) {
-    p.signing_key = Some(crate::signing::SigningKey::new(&crate::crypto::SigningSecret::from_plaintext(SIGNING_SECRET.to_owned())));
+    p.signing_key =
+        Some(crate::signing::SigningKey::new(&crate::crypto::SigningSecret::from_plaintext(SIGNING_SECRET.to_owned())));
 }
 fn read_only(p: &mut KeyPolicy) {
     p.scopes = vec!["templates:read".to_owned()];

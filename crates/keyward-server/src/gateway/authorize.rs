@@ -117,7 +117,7 @@ async fn decide(state: &AppState, request: &Parts) -> Result<Response, Refusal> 
         .verify(key, &check, |outcome| {
             let code = answer::code(&outcome);
             state.verify_metrics.record(code, started);
-            state.refusal_log.record(code, key, &state.config.key_format, check.client_ip, state.clock.now().unix_timestamp());
+            state.refusal_log.record(code, key, &state.config.key_format, check.client_ip, state.clock.as_ref());
             answer::door(outcome)
         })
         .await;

@@ -148,8 +148,8 @@ async fn forward(gateway: &Gateway, request: Request) -> Result<Response, Refusa
         .verify_found(found, &check, |outcome| {
             let code = answer::code(&outcome);
             gateway.state.verify_metrics.record(code, started);
-            let now = gateway.state.clock.now().unix_timestamp();
-            gateway.state.refusal_log.record(code, key, &gateway.state.config.key_format, client_ip, now);
+            let state = &gateway.state;
+            state.refusal_log.record(code, key, &state.config.key_format, client_ip, state.clock.as_ref());
             answer::door(outcome)
         })
         .await;

@@ -3,6 +3,7 @@
 //! layer's own refusals are problem+json; slow clients are cut off; login throttling cannot lock
 //! an owner out; SIGTERM drains.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -276,7 +277,7 @@ async fn raw_exchange(address: &str, request: &[u8], limit: Duration) -> (u16, S
     let _ = stream.write_all(request).await;
     let mut received = Vec::new();
     let _ = tokio::time::timeout(limit, async {
-        let mut buffer = [0_u8; 16 * 1024];
+        let mut buffer = vec![0_u8; 16 * 1024];
         loop {
             match stream.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
@@ -328,7 +329,7 @@ async fn the_http_layers_own_refusals_are_problem_json() {
 
     let mut many = String::from("GET /healthz HTTP/1.1\r\nhost: x\r\n");
     for n in 0..10_000 {
-        many.push_str(&format!("x-h{n}: v\r\n"));
+        let _ = write!(many, "x-h{n}: v\r\n");
     }
     many.push_str("\r\n");
     let answer = raw_exchange(&address, many.as_bytes(), Duration::from_secs(5)).await;
@@ -475,7 +476,7 @@ async fn unknown_emails_and_wrong_passwords_take_the_same_time_within_ten_percen
     known.sort();
     unknown.sort();
     let (known_median, unknown_median) = (known[100].as_secs_f64(), unknown[100].as_secs_f64());
-    let mean = |v: &[Duration]| v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len() as f64;
+    let mean = |v: &[Duration]| v.iter().map(Duration::as_secs_f64).sum::<f64>() / f64::from(u32::try_from(v.len()).unwrap_or(u32::MAX));
     eprintln!(
         "login timing over 200 each: wrong password median {:.2} ms mean {:.2} ms; unknown email median {:.2} ms mean {:.2} ms",
         known_median * 1e3,
