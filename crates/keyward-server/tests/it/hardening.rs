@@ -476,7 +476,9 @@ async fn unknown_emails_and_wrong_passwords_take_the_same_time_within_ten_percen
     known.sort();
     unknown.sort();
     let (known_median, unknown_median) = (known[100].as_secs_f64(), unknown[100].as_secs_f64());
-    let mean = |v: &[Duration]| v.iter().map(Duration::as_secs_f64).sum::<f64>() / f64::from(u32::try_from(v.len()).unwrap_or(u32::MAX));
+    let mean = |v: &[Duration]| {
+        v.iter().map(Duration::as_secs_f64).sum::<f64>() / f64::from(u32::try_from(v.len()).unwrap_or(u32::MAX))
+    };
     eprintln!(
         "login timing over 200 each: wrong password median {:.2} ms mean {:.2} ms; unknown email median {:.2} ms mean {:.2} ms",
         known_median * 1e3,
