@@ -87,7 +87,6 @@ impl KeyCache {
         let found = Cache::builder()
             .max_capacity(limits.max_keys.max(1))
             .time_to_live(limits.max_age)
-            .support_invalidation_closures()
             .eviction_listener(move |hash: Arc<KeyHash>, key: Arc<CachedKey>, cause| {
                 // A replaced entry's cells live on in its replacement.
                 if cause != RemovalCause::Replaced {
@@ -150,10 +149,13 @@ impl KeyCache {
         let _writes = self.writes.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.orgs.invalidate(org);
-        let org = org.clone();
-        if self.found.invalidate_entries_if(move |_, key| key.policy.org_id == org).is_err() {
-            // Only possible without `support_invalidation_closures`, which `new` sets.
-            self.found.invalidate_all();
+        // A walk over the cache, not moka's invalidation predicates: those also hide entries
+        // inserted right after them (same clock tick), and org changes (numbers, channels,
+        // members) are rare administrative acts.
+        for (hash, key) in &self.found {
+            if key.policy.org_id == *org {
+                self.found.invalidate(&*hash);
+            }
         }
     }
 

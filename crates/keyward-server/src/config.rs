@@ -182,7 +182,7 @@ impl Config {
         if !(1..=300).contains(&header_read_timeout_seconds) {
             return Err("header_read_timeout_seconds must be between 1 and 300".to_owned());
         }
-        let max_connections_per_ip = raw.max_connections_per_ip.unwrap_or(128);
+        let max_connections_per_ip = raw.max_connections_per_ip.unwrap_or(1024);
         if !(1..=100_000).contains(&max_connections_per_ip) {
             return Err("max_connections_per_ip must be between 1 and 100000".to_owned());
         }
