@@ -402,6 +402,7 @@ fn verifications_are_counted_not_logged_and_refusals_are_sampled() {
     let revoked_secret = revoked["secret"].as_str().unwrap().to_owned();
     post(&server, &format!("/v1/orgs/{org}/keys/{}/revoke", revoked["key"]["id"].as_str().unwrap()), &json!({}));
 
+    let started = Instant::now();
     for _ in 0..200 {
         assert_eq!(post(&server, "/v1/verify", &json!({ "key": live }))["code"], "VALID");
         assert_eq!(post(&server, "/v1/verify", &json!({ "key": revoked_secret }))["code"], "API_KEY_INACTIVE");
@@ -417,8 +418,10 @@ fn verifications_are_counted_not_logged_and_refusals_are_sampled() {
     assert_eq!(verify_lines, 0, "no access line per verification by default: {log:#?}");
     assert!(log.iter().any(|line| line.contains("/v1/orgs")), "management calls keep their access line: {log:#?}");
     let refusals: Vec<&String> = log.iter().filter(|line| line.contains("verification refused")).collect();
-    // 400 refusals in a few seconds, sampled at 10 a second.
-    assert!(!refusals.is_empty() && refusals.len() <= 60, "{} refusal lines", refusals.len());
+    // 400 refusals, sampled at 10 a second: at most 10 for each second (or part of one) they took.
+    let seconds = usize::try_from(started.elapsed().as_secs()).unwrap_or(usize::MAX).saturating_add(2);
+    assert!(!refusals.is_empty() && refusals.len() <= 10 * seconds, "{} refusal lines in {seconds} s", refusals.len());
+    assert!(refusals.len() < 400, "refusals are sampled, not all logged");
     let inactive = refusals.iter().find(|line| line.contains("API_KEY_INACTIVE")).expect("an inactive key's refusal");
     assert!(inactive.contains(&revoked_secret[..16]), "the key prefix is logged: {inactive}");
     assert!(refusals.iter().all(|line| line.contains("key_prefix")), "{refusals:#?}");
