@@ -9,6 +9,7 @@
 #
 #   KW_BIN=target/release/keyward scripts/bench-memory.sh               # 10 min + 60 s
 #   KW_BIN=… STEADY=120 FLOOD=20 scripts/bench-memory.sh                 # a quick look
+#   KW_BIN=… STEADY=0 scripts/bench-memory.sh                            # the flood only
 #
 # Env: KW_BIN (required), BENCH (../shared/bench), STEADY (600), FLOOD (60), CONNS (64),
 #      KW_NKEYS (10000), UNKNOWN (2000000 unknown keys), BENCH_DIR (/tmp/keyward-bench-memory).
@@ -34,9 +35,10 @@ env KEYWARD_OPERATOR_TOKEN="$TOKEN" KEYWARD_MASTER_KEY="$(head -c32 /dev/urandom
 KPID=$!
 wait_up "http://127.0.0.1:$PORT/healthz"
 python3 "$BENCH/make_keys.py" "$PORT" "$TOKEN" "$KW_NKEYS" "$BENCH_DIR/keys.txt" >/dev/null
-head -1 "$BENCH_DIR/keys.txt" > "$BENCH_DIR/one-key.txt"
+# One key, written once per wrk thread (load.sh splits the file between its two threads).
+head -1 "$BENCH_DIR/keys.txt" > "$BENCH_DIR/one-key.txt"; head -1 "$BENCH_DIR/keys.txt" >> "$BENCH_DIR/one-key.txt"
 # Unknown keys that pass the checksum, so each one costs a cache miss and a database read.
-python3 - "$UNKNOWN" "$BENCH_DIR/unknown-keys.txt" <<'EOF'
+[ "$(wc -l < "$BENCH_DIR/unknown-keys.txt" 2>/dev/null || echo 0)" -ge "$UNKNOWN" ] || python3 - "$UNKNOWN" "$BENCH_DIR/unknown-keys.txt" <<'EOF'
 import secrets, sys, zlib
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 def fixed(value, n):
@@ -56,6 +58,7 @@ load() { # label keys-file conns seconds [out]
 }
 verified() { curl -fs "http://127.0.0.1:$PORT/metrics" | awk '/^keyward_verifications_total/ {n += $2} END {print n + 0}'; }
 
+if [ "$STEADY" -gt 60 ]; then
 echo "== steady: ${STEADY}s at full rate, no scrape =="
 log_before=$(stat -c %s "$BENCH_DIR/keyward.log")
 load steady-first-minute "$BENCH_DIR/keys.txt" "$CONNS" 60
@@ -70,6 +73,7 @@ minute, end, n, log = (int(x) for x in sys.argv[1:])
 print(f"RSS after 1 min {minute/1024:.1f} MiB, at the end {end/1024:.1f} MiB: {end/minute:.3f}x (goal <= 1.10)")
 print(f"{n} verifications, {log} log bytes: {log / max(n, 1) * 1e6 / 1e6:.3f} MB per million (goal < 1)")
 EOF
+fi
 
 echo "== flood: a legitimate key alone, then beside ${FLOOD}s of unknown keys =="
 load legit-alone "$BENCH_DIR/one-key.txt" 16 20 "$BENCH_DIR/flood.tsv"
