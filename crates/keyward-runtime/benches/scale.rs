@@ -36,7 +36,8 @@ fn main() {
     }
     let total: usize = std::env::var("KEYWARD_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     let dir = std::env::var("KEYWARD_BENCH_DIR").map_or_else(|_| std::env::temp_dir(), PathBuf::from);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("benchmark set-up");
     runtime.block_on(async {
         let few = Population::open(&dir, SAMPLE).await;
         let many = Population::open(&dir, total).await;
@@ -69,13 +70,13 @@ impl Population {
         }
         let _ = std::fs::remove_file(&path);
         let started = Instant::now();
-        let store = SqliteStore::open(path.to_str().unwrap()).unwrap();
-        store.migrate().await.unwrap();
+        let store = SqliteStore::open(path.to_str().expect("benchmark set-up")).expect("benchmark set-up");
+        store.migrate().await.expect("benchmark set-up");
         let master = MasterKey::generate(&mut rand::rngs::OsRng);
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let now = SystemClock.now();
         let org = OrgRecord { id: OrgId::generate(&mut rng), name: "scale".into(), created_at: now };
-        store.insert_org(&org).await.unwrap();
+        store.insert_org(&org).await.expect("benchmark set-up");
         let format = KeyFormat::default();
         let mut keys = Vec::with_capacity(count);
         for _ in 0..count {
@@ -91,7 +92,7 @@ impl Population {
                     hmac_required: false,
                     rate_limit: Some(1000),
                     expires_at: None,
-                    ip_allowlist: vec!["10.0.0.0/8".parse().unwrap()],
+                    ip_allowlist: vec!["10.0.0.0/8".parse().expect("benchmark set-up")],
                     phone_allowlist: Vec::new(),
                     channels: Channels::All,
                     environment: Environment::Live,
@@ -119,11 +120,11 @@ impl Population {
                 changes: serde_json::Value::Null,
                 trace_id: "0".repeat(32),
             };
-            store.org(&org.id).insert_key(&record, &event).await.unwrap();
+            store.org(&org.id).insert_key(&record, &event).await.expect("benchmark set-up");
             keys.push(secret.expose().to_owned());
         }
-        std::fs::write(&keys_path, keys.join("\n")).unwrap();
-        std::fs::write(&master_path, master.to_base64()).unwrap();
+        std::fs::write(&keys_path, keys.join("\n")).expect("benchmark set-up");
+        std::fs::write(&master_path, master.to_base64()).expect("benchmark set-up");
         println!("made {count} keys through the store in {:?}", started.elapsed());
         Self { path, master, keys }
     }
@@ -152,24 +153,29 @@ impl Population {
     /// Opening the store and starting the verifier's background work, as `serve` does.
     async fn start_up(&self) -> Duration {
         let started = Instant::now();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(self.path.to_str().unwrap()).unwrap());
-        store.migrate().await.unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(self.path.to_str().expect("benchmark set-up")).expect("benchmark set-up"));
+        store.migrate().await.expect("benchmark set-up");
         let verifier = self.verifier(store);
-        let background = verifier.start_background().await.unwrap();
+        let background = verifier.start_background().await.expect("benchmark set-up");
         let elapsed = started.elapsed();
         background.shutdown().await;
         elapsed
     }
 
     async fn measure(&self) {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(self.path.to_str().unwrap()).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(self.path.to_str().expect("benchmark set-up")).expect("benchmark set-up"));
         let verifier = self.verifier(store);
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let picked = rand::seq::index::sample(&mut rng, self.keys.len(), SAMPLE.min(self.keys.len()));
         let sample: Vec<&str> = picked.iter().map(|i| self.keys[i].as_str()).collect();
         let scopes = [Cow::Borrowed("messages:send")];
-        let request =
-            VerifyRequest { scopes: &scopes, client_ip: Some("10.1.2.3".parse().unwrap()), ..VerifyRequest::default() };
+        let request = VerifyRequest {
+            scopes: &scopes,
+            client_ip: Some("10.1.2.3".parse().expect("benchmark set-up")),
+            ..VerifyRequest::default()
+        };
         let rss_before = rss_bytes();
         let cold = timings(&verifier, &sample, &request).await;
         let cached = verifier.cached_keys();
