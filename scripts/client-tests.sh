@@ -19,10 +19,11 @@ if ! "$VENV/bin/python" -c 'import httpx, pytest, fastapi, flask, mypy, schemath
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "${python_deps[@]}"
 fi
-if [ ! -d "$NPM/node_modules/express" ]; then
+if [ ! -d "$NPM/node_modules/express" ] || [ ! -x "$NPM/node_modules/.bin/tsc" ] \
+   || [ ! -x "$NPM/node_modules/.bin/openapi-typescript" ]; then
   mkdir -p "$NPM"
   [ -f "$NPM/package.json" ] || echo '{"name": "keyward-ci-cache", "private": true}' > "$NPM/package.json"
-  npm install --prefix "$NPM" --no-audit --no-fund --silent express@4
+  npm install --prefix "$NPM" --no-audit --no-fund --silent express@4 typescript@5 openapi-typescript@7
 fi
 # The Node tests import express (a dev dependency) from the cache.
 ln -sfn "$NPM/node_modules" clients/js/node_modules
@@ -32,6 +33,10 @@ echo "== openapi-spec-validator docs/openapi.json"
 
 echo "== python client: mypy, pytest"
 (cd clients/python && "$VENV/bin/mypy" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider)
+
+echo "== node client: tsc (its types against types generated from docs/openapi.json)"
+"$NPM/node_modules/.bin/openapi-typescript" docs/openapi.json -o clients/js/test/generated/openapi.d.ts >/dev/null
+"$NPM/node_modules/.bin/tsc" -p clients/js
 
 echo "== node client: node --test"
 (cd clients/js && node --test test/client.test.js test/middleware.test.js)

@@ -58,6 +58,7 @@ pub fn document(configured: &Configured<'_>) -> Value {
     doc["paths"]["/v1/orgs/{org}/keys/{id}/roll"]["post"]["requestBody"]["content"]["application/json"]["schema"] =
         json!({"$ref": "#/components/schemas/RollKeyBody"});
     query_rules(&mut doc);
+    answer_rules(&mut doc);
     unique_operation_ids(&mut doc);
     doc
 }
@@ -196,7 +197,10 @@ fn list_of(item: &Value, description: &str) -> Value {
 }
 
 fn meta() -> Value {
-    json!({"type": ["object", "null"], "description": "Caller data: a JSON object of at most 4 KiB serialized."})
+    json!({
+        "type": ["object", "null"], "additionalProperties": true,
+        "description": "Caller data: a JSON object of at most 4 KiB serialized.",
+    })
 }
 
 fn rate_limit() -> Value {
@@ -375,6 +379,41 @@ fn query_rules(doc: &mut Value) {
     }
 }
 
+/// Answers carry every field (`null` when unset, never left out), and their closed sets are
+/// enums, so generated types need no optional fields or open strings the server never sends.
+fn answer_rules(doc: &mut Value) {
+    let Some(Value::Object(schemas)) = doc.pointer_mut("/components/schemas") else { return };
+    let is_answer = |name: &str| {
+        name.ends_with("View")
+            || name.ends_with("Response")
+            || name.ends_with("Envelope")
+            || name.starts_with("ListResponse_")
+    };
+    let names: Vec<String> = schemas.keys().filter(|name| is_answer(name)).cloned().collect();
+    for name in names {
+        let schema = &mut schemas[&name];
+        // A page's items are the view itself, not an inlined copy of it.
+        if let Some(view) = name.strip_prefix("ListResponse_") {
+            schema["properties"]["data"]["items"] = json!({"$ref": format!("#/components/schemas/{view}")});
+        }
+        if let Some(Value::Object(properties)) = schema.get("properties") {
+            let required: Vec<Value> = properties.keys().map(|key| json!(key)).collect();
+            schema["required"] = Value::Array(required);
+        }
+    }
+    let closed_sets = [
+        ("KeyView", "environment", json!({"type": "string", "enum": ["live", "test"]})),
+        ("KeyView", "status", json!({"type": "string", "enum": ["active", "revoked", "expired"]})),
+        ("KeyView", "meta", meta()),
+        ("MemberView", "role", json!({"type": "string", "enum": ["owner", "admin", "user", "readonly"]})),
+    ];
+    for (schema, property, rule) in closed_sets {
+        if let Some(slot) = schemas.get_mut(schema).and_then(|s| s.pointer_mut(&format!("/properties/{property}"))) {
+            *slot = rule;
+        }
+    }
+}
+
 /// A JSON pointer token (RFC 6901).
 fn escape(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
@@ -398,7 +437,7 @@ fn verify_valid() -> Value {
                 "oneOf": [{"type": "string", "enum": ["all"]}, {"type": "array", "items": {"type": "string"}}],
             },
             "environment": {"type": "string", "enum": ["live", "test"]},
-            "meta": {"type": ["object", "null"]},
+            "meta": {"type": ["object", "null"], "additionalProperties": true},
             "rate_limit": {
                 "type": "object", "required": ["limit", "remaining", "reset_ms"], "additionalProperties": false,
                 "properties": {
