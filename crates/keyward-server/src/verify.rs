@@ -44,8 +44,35 @@ pub struct VerifyBody<'a> {
     #[serde(borrow, default)]
     #[schema(value_type = Option<Vec<String>>)]
     pub channels: Option<Vec<Cow<'a, str>>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "signed_request_object")]
     pub request: Option<SignedRequestBody<'a>>,
+}
+
+/// `request` is an object or null. serde would also fill the struct from an array
+/// (`"request": []`), which the schema refuses.
+fn signed_request_object<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SignedRequestBody<'a>>, D::Error> {
+    struct ObjectVisitor;
+    impl<'de> Visitor<'de> for ObjectVisitor {
+        type Value = Option<SignedRequestBody<'de>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object with method, path, timestamp and signature")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            SignedRequestBody::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_option(ObjectVisitor)
 }
 
 /// The signed parts of the platform's request.

@@ -733,6 +733,19 @@ async fn a_request_naming_more_than_100_channels_is_a_validation_error() {
     assert!(answer.field_error("channels").is_some_and(|m| m.contains("100")), "{:#}", answer.body);
 }
 
+#[tokio::test]
+async fn a_signed_request_that_is_not_an_object_is_a_validation_error() {
+    // Found by schemathesis: serde also fills a struct from an array.
+    let app = spawn_app().await;
+    for request in [json!([]), json!(["GET", "/", "1"]), json!("GET /")] {
+        let answer = app.post("/v1/verify", &json!({ "key": "kw_live_x", "request": request })).await;
+        answer.assert_problem(400, "VALIDATION_FAILED");
+        assert!(answer.field_error("request").is_some(), "{request}: {:#}", answer.body);
+    }
+    let unsigned = app.post("/v1/verify", &json!({ "key": "kw_live_x", "request": null })).await;
+    assert_eq!(unsigned.status.as_u16(), 200, "null is no signed request: {:#}", unsigned.body);
+}
+
 // ---------------------------------------------------------------------------------------------
 // RATE_LIMITED
 
