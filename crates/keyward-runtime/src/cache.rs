@@ -7,6 +7,7 @@
 //! raced an invalidation be refused instead of caching a stale row.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,12 +63,42 @@ pub(crate) struct CacheLimits {
     pub(crate) missing_ttl: Duration,
 }
 
+/// Hashes a [`KeyHash`] for the caches by folding its words. A key hash is an HMAC output that
+/// nobody can steer without the pepper, so it is already uniform: `SipHash` over it again (moka's
+/// default) was most of a cache hit's cost (perf, `scripts/callgrind-verify.sh`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct KeyHashBuild;
+
+impl BuildHasher for KeyHashBuild {
+    type Hasher = KeyHashHasher;
+    fn build_hasher(&self) -> KeyHashHasher {
+        KeyHashHasher(0)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(23) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct KeyCache {
-    found: Cache<KeyHash, Arc<CachedKey>>,
+    found: Cache<KeyHash, Arc<CachedKey>, KeyHashBuild>,
     /// Unknown keys, remembered briefly so a repeated made-up key stays off the database.
-    missing: Cache<KeyHash, ()>,
-    retired: Cache<KeyHash, Arc<KeyCells>>,
+    missing: Cache<KeyHash, (), KeyHashBuild>,
+    retired: Cache<KeyHash, Arc<KeyCells>, KeyHashBuild>,
     orgs: Cache<OrgId, Arc<OrgFacts>>,
     /// Taken by every insert and invalidation, never by a read.
     writes: Mutex<()>,
@@ -81,8 +112,10 @@ pub(crate) struct KeyCache {
 
 impl KeyCache {
     pub(crate) fn new(limits: CacheLimits) -> Self {
-        let retired: Cache<KeyHash, Arc<KeyCells>> =
-            Cache::builder().max_capacity(limits.max_keys.max(1)).time_to_live(RETIRED_CELLS_TTL).build();
+        let retired: Cache<KeyHash, Arc<KeyCells>, KeyHashBuild> = Cache::builder()
+            .max_capacity(limits.max_keys.max(1))
+            .time_to_live(RETIRED_CELLS_TTL)
+            .build_with_hasher(KeyHashBuild);
         let keep = retired.clone();
         let found = Cache::builder()
             .max_capacity(limits.max_keys.max(1))
@@ -93,10 +126,13 @@ impl KeyCache {
                     keep.insert(*hash, Arc::clone(&key.cells));
                 }
             })
-            .build();
+            .build_with_hasher(KeyHashBuild);
         Self {
             found,
-            missing: Cache::builder().max_capacity(limits.max_missing.max(1)).time_to_live(limits.missing_ttl).build(),
+            missing: Cache::builder()
+                .max_capacity(limits.max_missing.max(1))
+                .time_to_live(limits.missing_ttl)
+                .build_with_hasher(KeyHashBuild),
             retired,
             orgs: Cache::builder().max_capacity(limits.max_keys.max(1)).time_to_live(limits.max_age).build(),
             writes: Mutex::new(()),

@@ -104,7 +104,6 @@ impl Keyward {
 
 pub fn build_app(state: AppState) -> Router {
     let api = Router::new()
-        .route("/v1/verify", post(verify::verify))
         .route("/v1/authorize", get(gateway::authorize::authorize))
         .route("/v1/orgs", post(orgs::create))
         .route("/v1/orgs/{org}/phone-numbers", post(orgs::add_phone_number).get(orgs::list_phone_numbers))
@@ -130,10 +129,10 @@ pub fn build_app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.config.verify_access_log, telemetry::access_log))
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
-            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| panicked()))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        // Added after the layers, which it does without: see `verify::route`.
+        .route("/v1/verify", verify::route())
         .with_state(state)
 }
 
@@ -212,7 +211,12 @@ async fn not_found() -> Response {
     problem_response(StatusCode::NOT_FOUND, Code::NotFound, "No such endpoint".to_owned(), Vec::new())
 }
 
-async fn method_not_allowed() -> Response {
+/// The answer to a request whose handler panicked.
+pub(crate) fn panicked() -> Response {
+    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+pub(crate) async fn method_not_allowed() -> Response {
     problem_response(
         StatusCode::METHOD_NOT_ALLOWED,
         Code::NotFound,

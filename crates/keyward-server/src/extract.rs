@@ -31,10 +31,14 @@ where
 }
 
 /// Reads a JSON body: checks the content type and the size limit.
-pub async fn json_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+pub async fn json_body<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes, ApiError> {
     require_json(req.headers())?;
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+    // The limit is applied here, not only by the router's `DefaultBodyLimit` layer, which
+    // `/v1/verify` does without.
+    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|error| {
+        let too_large = std::iter::successors(std::error::Error::source(&error), |e| e.source())
+            .any(<dyn std::error::Error>::is::<http_body_util::LengthLimitError>);
+        if too_large {
             ApiError::code(Code::PayloadTooLarge, format!("The request body is larger than {MAX_BODY_BYTES} bytes"))
         } else {
             ApiError::code(Code::ValidationFailed, "The request body could not be read")

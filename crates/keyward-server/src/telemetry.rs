@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::Request;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use keyward_core::key::{prefix_field, KeyFormat};
@@ -135,15 +135,19 @@ pub async fn access_log(
 ) -> Response {
     if !verbose_verifications && is_verification(request.uri().path()) {
         let response = next.run(request).await;
-        if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
-            tracing::error!(status = response.status().as_u16(), cause = %cause, "verification failed");
-        }
+        log_failed_verification(&response);
         return response;
     }
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
+    log_request(&method, &path, started, &response);
+    response
+}
+
+/// The access line of one answer ([`access_log`]'s, for a door that is not behind it).
+pub fn log_request(method: &Method, path: &str, started: Instant, response: &Response) {
     let status = response.status().as_u16();
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
@@ -151,7 +155,13 @@ pub async fn access_log(
     } else {
         tracing::info!(%method, %path, status, micros, "request");
     }
-    response
+}
+
+/// A verification has no access line by default, but its internal failure is always logged.
+pub fn log_failed_verification(response: &Response) {
+    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+        tracing::error!(status = response.status().as_u16(), cause = %cause, "verification failed");
+    }
 }
 
 /// The W3C trace id of a `traceparent` header (`00-<32 hex>-<16 hex>-<2 hex>`), or a new one.
