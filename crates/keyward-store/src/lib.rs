@@ -399,6 +399,11 @@ pub trait OrgStore: Send + Sync {
     /// Stores a new key with its `key.created` event (and a feed entry, which drops any cached
     /// "no such key" of its hash).
     async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> StoreResult<()>;
+    /// A bulk import (keys moved from another system, a benchmark's million): each key as
+    /// [`OrgStore::insert_key`] stores it, with its event and feed entry, but the whole batch in
+    /// one transaction, all or nothing. Events join the org's audit chain in the order given.
+    /// The caller picks the batch size: a few thousand keys a call keeps each transaction short.
+    async fn import_keys(&self, keys: &[(KeyRecord, NewAuditEvent)]) -> StoreResult<()>;
     async fn find_key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>>;
     async fn list_keys(&self, filter: &KeyFilter, page: Page) -> StoreResult<Paged<KeyRecord>>;
     /// Writes a change decided by [`rules`] in one transaction: compare-and-swap `before` for
