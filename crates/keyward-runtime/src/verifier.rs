@@ -330,7 +330,7 @@ impl Verifier {
             let facts = self.org_facts(&record, epoch).await?;
             let cached = Arc::new(CachedKey {
                 cells: self.cache.cells_for(hash, &record.id),
-                policy: self.compile(record, &facts)?,
+                policy: self.compile(record, &facts)?.compact(),
             });
             if self.cache.insert_found(hash, Arc::clone(&cached), epoch) {
                 return Ok(Some(cached));
