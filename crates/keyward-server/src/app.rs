@@ -13,7 +13,7 @@ use keyward_core::crypto::{MasterKey, SecretBox};
 use keyward_core::key::KeyHash;
 use keyward_core::Code;
 use keyward_runtime::shared::SharedHealth;
-use keyward_runtime::{Clock, SharedState, Verifier, VerifierConfig};
+use keyward_runtime::{Clock, SharedState, Verifier};
 use keyward_store::Store;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -25,6 +25,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::problem::{problem_response, ApiError};
 use crate::telemetry::{self, RefusalLog, VerifyMetrics};
 use crate::throttle::LoginThrottle;
+use crate::tls::Tls;
 use crate::{console, gateway, net, openapi, verify};
 
 /// What the binary hands the server.
@@ -66,17 +67,7 @@ impl Keyward {
         // The recorder must exist before the verifier registers its counters.
         let verify_metrics = VerifyMetrics::new();
         let verifier = Verifier::new(
-            VerifierConfig {
-                format: deps.config.key_format.clone(),
-                default_rate_limit: deps.config.default_rate_limit,
-                signature_tolerance_seconds: deps.config.signature_tolerance_seconds,
-                negative_ttl: Duration::from_secs(10),
-                max_negative_entries: 100_000,
-                max_staleness: deps.config.cache_max_staleness,
-                max_cached_keys: deps.config.key_cache_capacity,
-                cache_max_age: deps.config.key_cache_max_age,
-                store_read_timeout: deps.config.verify_store_timeout,
-            },
+            deps.config.verifier_config(),
             deps.master_key.pepper(),
             deps.master_key.secret_box(),
             Arc::clone(&deps.store),
@@ -137,11 +128,21 @@ pub fn build_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves and the drain passes ([`net::serve_connections`]), then stops
-/// the background work after a last flush of pending last-used times.
+/// Serves plain HTTP until `shutdown` resolves and the drain passes ([`net::serve_connections`]),
+/// then stops the background work after a last flush of pending last-used times.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with_tls(listener, state, None, shutdown).await
+}
+
+/// [`serve`], over HTTPS when `tls` is given (`tls_cert` / `tls_key`).
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let background = state.verifier.start_background().await?;
@@ -159,6 +160,7 @@ pub async fn serve(
         max_per_ip: state.config.max_connections_per_ip,
         exempt: state.config.trusted_proxies.clone(),
         drain: state.config.shutdown_drain,
+        tls,
     };
     let app = build_app(Arc::clone(&state));
     let draining = Arc::clone(&state);

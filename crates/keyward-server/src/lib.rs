@@ -18,7 +18,8 @@ pub mod openapi;
 pub mod problem;
 pub mod telemetry;
 mod throttle;
+pub mod tls;
 pub mod verify;
 
-pub use app::{build_app, serve, Deps, Keyward};
+pub use app::{build_app, serve, serve_with_tls, Deps, Keyward};
 pub use manage::{CreatedKey, LoginError, NewSession};

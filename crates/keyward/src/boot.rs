@@ -195,7 +195,11 @@ pub async fn operator_token_hash(store: &dyn Store, key: &MasterKey, announce: b
 
 /// Everything a command needs to act like the server.
 pub async fn keyward(global: &GlobalArgs, announce_token: bool) -> anyhow::Result<Arc<Keyward>> {
-    let config = load_config(global)?;
+    keyward_with(global, load_config(global)?, announce_token).await
+}
+
+/// [`keyward`] with a config already loaded (and completed by the command's flags).
+pub async fn keyward_with(global: &GlobalArgs, config: Config, announce_token: bool) -> anyhow::Result<Arc<Keyward>> {
     let (store, path) = open_store(global).await?;
     let master_key = master_key(store.as_ref(), path.as_deref()).await?;
     let operator_token_hash = operator_token_hash(store.as_ref(), &master_key, announce_token).await?;

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::api::session::session_cookie;
 use crate::app::AppState;
-use crate::auth::{session_token, RequestMeta};
+use crate::auth::{session_token_for, RequestMeta};
 use crate::manage::LoginError;
 
 pub use pages::{render_forbidden, render_login, render_not_found};
@@ -87,9 +87,9 @@ pub struct ConsoleUser {
 }
 
 impl ConsoleUser {
-    /// The session behind the cookie, if it is valid.
-    async fn from_headers(headers: &HeaderMap, state: &AppState) -> Option<Self> {
-        let token = session_token(headers)?;
+    /// The session behind the cookie (named for HTTPS or plain HTTP), if it is valid.
+    async fn from_headers(headers: &HeaderMap, https: bool, state: &AppState) -> Option<Self> {
+        let token = session_token_for(headers, https)?;
         let hash = state.verifier.pepper().hash(token);
         let (session, member) = state.store.find_session(&hash).await.ok()??;
         if session.expires_at <= state.clock.now() {
@@ -108,20 +108,21 @@ impl axum::extract::FromRequestParts<AppState> for ConsoleUser {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Self::from_headers(&parts.headers, state).await.ok_or_else(|| Redirect::to("/login").into_response())
+        let https = crate::auth::is_https(parts, state);
+        Self::from_headers(&parts.headers, https, state).await.ok_or_else(|| Redirect::to("/login").into_response())
     }
 }
 
-async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match ConsoleUser::from_headers(&headers, &state).await {
+async fn home(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap) -> Response {
+    match ConsoleUser::from_headers(&headers, meta.https, &state).await {
         Some(user) if user.member.role.manages_keys() => Redirect::to("/settings/api-keys").into_response(),
         Some(user) => render_forbidden(&user),
         None => Redirect::to("/login").into_response(),
     }
 }
 
-async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if ConsoleUser::from_headers(&headers, &state).await.is_some() {
+async fn login_page(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap) -> Response {
+    if ConsoleUser::from_headers(&headers, meta.https, &state).await.is_some() {
         return Redirect::to("/").into_response();
     }
     render_login(StatusCode::OK, "", None)
@@ -190,9 +191,9 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
-    if let Some(user) = ConsoleUser::from_headers(&headers, &state).await {
+    if let Some(user) = ConsoleUser::from_headers(&headers, meta.https, &state).await {
         if keyward_core::key::ct_eq(form.csrf_token.as_bytes(), user.csrf_token.as_bytes()) {
-            let token = session_token(&headers).unwrap_or_default();
+            let token = session_token_for(&headers, meta.https).unwrap_or_default();
             let hash = state.verifier.pepper().hash(token);
             let principal = crate::auth::Principal::Member {
                 id: user.member.id.clone(),
