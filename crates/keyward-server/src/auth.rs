@@ -203,7 +203,7 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 /// True when the headers carry the operator token (constant-time comparison of peppered hashes);
 /// an error when they carry more than one credential.
 pub fn is_operator(headers: &HeaderMap, state: &AppState) -> Result<bool, ApiError> {
-    Ok(credential(headers)?.is_some_and(|token| state.verifier.pepper().hash(token).ct_eq(&state.operator_token_hash)))
+    Ok(credential(headers)?.is_some_and(|token| state.is_operator_token(token)))
 }
 
 /// The plain-HTTP session cookie's token, if any ([`session_token_for`] picks the name).
@@ -244,7 +244,7 @@ impl Caller {
 }
 
 async fn principal_from_token(token: &str, meta: &RequestMeta, state: &AppState) -> Result<Principal, ApiError> {
-    if state.verifier.pepper().hash(token).ct_eq(&state.operator_token_hash) {
+    if state.is_operator_token(token) {
         return Ok(Principal::Operator);
     }
     let invalid = || ApiError::code(Code::Unauthenticated, "The credential is not valid");
@@ -269,11 +269,11 @@ async fn principal_from_token(token: &str, meta: &RequestMeta, state: &AppState)
 }
 
 async fn principal_from_session(token: &str, parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let pepper = state.verifier.pepper();
-    let hash = pepper.hash(token);
     let expired = || ApiError::code(Code::Unauthenticated, "The session has ended; log in again");
-    let (session, member) = state.store.find_session(&hash).await?.ok_or_else(expired)?;
-    if session.expires_at <= state.clock.now() || !session.token_hash.ct_eq(&hash) {
+    // Under the master key version the session was made with (sessions outlive a rotation).
+    let (session, member, pepper) = state.find_session(token).await?.ok_or_else(expired)?;
+    let hash = pepper.hash;
+    if session.expires_at <= state.clock.now() {
         return Err(expired());
     }
     let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);

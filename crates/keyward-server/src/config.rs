@@ -35,6 +35,7 @@ struct RawConfig {
     max_connections_per_ip: Option<usize>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    rewrap_per_second: Option<u32>,
     /// Gateway mode (SPEC §6); spanned so its errors can name their line.
     gateway: Option<toml::Spanned<RawGateway>>,
 }
@@ -75,6 +76,9 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// `tls_cert` and `tls_key`: the listener speaks HTTPS with them (`None`: plain HTTP).
     pub tls: Option<TlsFiles>,
+    /// After a master-key rotation, how many signing secrets a second the background rewrap
+    /// moves to the new key (each node; a batch every 100 ms).
+    pub rewrap_per_second: u32,
     /// The `[gateway]` section, when the config file has one: `serve` then also runs the gateway.
     pub gateway: Option<GatewayConfig>,
 }
@@ -248,8 +252,19 @@ impl Config {
             header_read_timeout: std::time::Duration::from_secs(header_read_timeout_seconds),
             max_connections_per_ip,
             tls,
+            rewrap_per_second: rewrap_per_second(raw.rewrap_per_second)?,
             gateway,
         })
+    }
+}
+
+/// `rewrap_per_second`: 10 to a million signing secrets a second (default 1000).
+fn rewrap_per_second(value: Option<u32>) -> Result<u32, String> {
+    let rate = value.unwrap_or(1000);
+    if (10..=1_000_000).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err("rewrap_per_second must be between 10 and 1000000".to_owned())
     }
 }
 

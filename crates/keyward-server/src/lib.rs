@@ -13,6 +13,7 @@ pub mod console;
 pub mod extract;
 pub mod gateway;
 mod manage;
+pub mod master_key;
 pub mod net;
 pub mod openapi;
 pub mod problem;

@@ -5,6 +5,7 @@
 
 mod error;
 mod inline;
+mod keyring;
 mod org;
 mod rows;
 

@@ -5,6 +5,8 @@
 //! a missing org changes nothing, a follower behind the pruned feed forgets every org.
 //! Call [`run_all`] with a [`Backend`]; it panics on the first broken promise, naming it.
 
+mod keyring;
+
 use std::sync::Arc;
 
 use keyward_core::audit::{chain_hash, GENESIS};
@@ -52,7 +54,9 @@ fn key(n: u8, org: &OrgId, created_by: &str) -> KeyRecord {
         org_id: org.clone(),
         prefix: format!("kw_live_0000000{n}"),
         hash: KeyHash([n; 32]),
+        hash_version: 1,
         sealed_signing_secret: None,
+        seal_version: 1,
         settings: KeySettings {
             name: format!("key {n}"),
             scopes: vec!["messages:send".to_owned()],
@@ -160,6 +164,8 @@ pub async fn run_all(backend: &dyn Backend) {
     writing_into_a_missing_org_is_not_found(backend).await;
     a_bulk_import_is_one_transaction(backend).await;
     a_follower_behind_the_pruned_feed_is_told_to_forget_every_org(backend).await;
+    keyring::master_key_rotation_story(backend).await;
+    keyring::two_nodes_rotating_at_once_record_one_version(backend).await;
 }
 
 /// Runs the single-store story. `store` must be freshly created and empty.

@@ -84,19 +84,20 @@ pub struct ConsoleUser {
     pub member: MemberRecord,
     pub org: OrgRecord,
     pub csrf_token: String,
+    /// The session's token hash (what logout deletes).
+    pub session: keyward_core::key::KeyHash,
 }
 
 impl ConsoleUser {
     /// The session behind the cookie (named for HTTPS or plain HTTP), if it is valid.
     async fn from_headers(headers: &HeaderMap, https: bool, state: &AppState) -> Option<Self> {
         let token = session_token_for(headers, https)?;
-        let hash = state.verifier.pepper().hash(token);
-        let (session, member) = state.store.find_session(&hash).await.ok()??;
+        let (session, member, pepper) = state.find_session(token).await.ok()??;
         if session.expires_at <= state.clock.now() {
             return None;
         }
         let org = state.store.find_org(&member.org_id).await.ok()??;
-        Some(Self { csrf_token: state.csrf_token(token), member, org })
+        Some(Self { csrf_token: pepper.csrf_token(token), member, org, session: pepper.hash })
     }
 }
 
@@ -193,8 +194,7 @@ async fn logout(
 ) -> Response {
     if let Some(user) = ConsoleUser::from_headers(&headers, meta.https, &state).await {
         if keyward_core::key::ct_eq(form.csrf_token.as_bytes(), user.csrf_token.as_bytes()) {
-            let token = session_token_for(&headers, meta.https).unwrap_or_default();
-            let hash = state.verifier.pepper().hash(token);
+            let hash = user.session;
             let principal = crate::auth::Principal::Member {
                 id: user.member.id.clone(),
                 org_id: user.org.id.clone(),

@@ -52,6 +52,11 @@ pub async fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<()> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     #[cfg(unix)]
     tokio::spawn(reload_on_hangup(hangup, tls.clone()));
+    #[cfg(unix)]
+    tokio::spawn(reload_keyring_on_hangup(
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+        keyward.clone(),
+    ));
     // Both listeners stop on the same signal.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let gateway = match keyward.config.gateway.clone() {
@@ -113,6 +118,16 @@ async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, tls: Option<A
                 }
             },
         }
+    }
+}
+
+/// SIGHUP: read the master keyring again (a key added ahead of a rotation). The database's
+/// versions are followed anyway, every second.
+#[cfg(unix)]
+async fn reload_keyring_on_hangup(mut hangup: tokio::signal::unix::Signal, keyward: Arc<keyward_server::Keyward>) {
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reading the master keyring again");
+        keyward.master_keys.request_reload();
     }
 }
 
