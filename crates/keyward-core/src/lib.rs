@@ -10,6 +10,7 @@ pub mod code;
 pub mod crypto;
 pub mod ids;
 pub mod key;
+pub mod keyring;
 pub mod password;
 pub mod phone;
 pub mod policy;

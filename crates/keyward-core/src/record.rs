@@ -140,7 +140,11 @@ pub struct KeyRecord {
     pub org_id: OrgId,
     pub prefix: String,
     pub hash: KeyHash,
+    /// The master key version whose pepper made `hash` ([`crate::keyring`]).
+    pub hash_version: u32,
     pub sealed_signing_secret: Option<Vec<u8>>,
+    /// The master key version `sealed_signing_secret` is sealed under (meaningless without one).
+    pub seal_version: u32,
     pub settings: KeySettings,
     pub created_at: OffsetDateTime,
     pub created_by: String,

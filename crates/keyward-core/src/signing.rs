@@ -15,15 +15,17 @@ pub fn body_sha256_hex(body: &[u8]) -> String {
 }
 
 /// A signing secret keyed into HMAC once. A check clones the keyed state (two SHA-256 states)
-/// instead of hashing the secret into the key schedule again on every request.
+/// instead of hashing the secret into the key schedule again on every request. The state is
+/// boxed: a cached key that does not sign pays for an empty pointer, not 152 bytes.
 #[derive(Clone)]
 pub struct SigningKey {
-    keyed: Hmac<Sha256>,
+    keyed: Box<Hmac<Sha256>>,
 }
 
 impl SigningKey {
     pub fn new(secret: &SigningSecret) -> Self {
-        Self { keyed: Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC accepts any key length") }
+        let keyed = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC accepts any key length");
+        Self { keyed: Box::new(keyed) }
     }
 }
 
@@ -40,7 +42,8 @@ impl std::fmt::Debug for SigningKey {
 }
 
 fn mac(key: &SigningKey, timestamp: &str, method: &str, path_and_query: &str, body_sha256: &str) -> Hmac<Sha256> {
-    let mut mac = key.keyed.clone();
+    // The state, not the box: a check copies it on the stack and allocates nothing.
+    let mut mac = Hmac::clone(&key.keyed);
     for (i, part) in [timestamp, method, path_and_query, body_sha256].into_iter().enumerate() {
         if i > 0 {
             mac.update(b"\n");

@@ -48,7 +48,9 @@ async fn fixture() -> Fixture {
         let record = KeyRecord {
             prefix: secret.prefix_field().to_owned(),
             hash: master.pepper().hash(secret.expose()),
+            hash_version: 1,
             sealed_signing_secret: sealed,
+            seal_version: 1,
             settings: KeySettings {
                 name: "bench".into(),
                 scopes: vec!["messages:send".into(), "templates:read".into()],
@@ -98,8 +100,7 @@ async fn fixture() -> Fixture {
             cache_max_age: Duration::from_secs(600),
             store_read_timeout: Duration::from_millis(500),
         },
-        master.pepper(),
-        master.secret_box(),
+        master.clone().into(),
         Arc::new(store),
         clock.clone(),
         SharedState::local(now.unix_timestamp(), 300),

@@ -2,17 +2,20 @@
 //! signature → request checks → rate limit → mark used. A cache hit touches no database and
 //! allocates nothing; the cache is trusted only while the change feed is confirmed.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_core::crypto::SecretBox;
-use keyward_core::key::{KeyFormat, KeyHash, Pepper};
+use arc_swap::ArcSwap;
+use keyward_core::key::{KeyFormat, KeyHash};
+use keyward_core::keyring::Keyring;
 use keyward_core::policy::{self, Context, Denial, EffectiveChannels, KeyPolicy, VerifyRequest};
 use keyward_core::ratelimit::Quota;
 use keyward_core::record::KeyRecord;
 use keyward_core::signing::SigningKey;
 use keyward_core::Code;
+use keyward_store::keyring::Rehash;
 use keyward_store::{Change, ChangeSignals, Store, StoreError};
 use time::OffsetDateTime;
 
@@ -101,8 +104,12 @@ pub enum Outcome<'p, 'a> {
 #[derive(Debug)]
 pub struct Verifier {
     config: VerifierConfig,
-    pepper: Pepper,
-    secret_box: SecretBox,
+    /// The master keys: new hashes use the current version, look-ups try every version held.
+    /// Swapped whole when a rotation is learnt ([`Verifier::set_keyring`]).
+    keyring: ArcSwap<Keyring>,
+    /// Keys found under an older version, to be stored under the current one (keyed by the
+    /// old hash); written in batches by the flusher, off the verification path.
+    rehashes: parking_lot::Mutex<HashMap<KeyHash, Rehash>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cache: KeyCache,
@@ -144,11 +151,27 @@ pub struct FeedStatus {
 
 const UNKNOWN_KEY: &str = "The API key is missing, malformed or unknown";
 
+/// Rehashes waiting for the next flush at most; past it, more wait for a later verification.
+const MAX_PENDING_REHASHES: usize = 10_000;
+
+/// Where a key's look-up goes after the cache: the hashes to read from the store (the current
+/// version's first), or an answer already.
+enum CacheStep {
+    Answer(Option<Arc<CachedKey>>),
+    Load { candidates: Vec<(u32, KeyHash)>, may_share: bool },
+}
+
+/// A key loaded from the store, with the version and hash it was found under.
+struct Loaded {
+    cached: Arc<CachedKey>,
+    version: u32,
+    hash: KeyHash,
+}
+
 impl Verifier {
     pub fn new(
         config: VerifierConfig,
-        pepper: Pepper,
-        secret_box: SecretBox,
+        keyring: Keyring,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         shared: SharedState,
@@ -170,15 +193,27 @@ impl Verifier {
                 feed_lag: metrics::gauge!("keyward_feed_lag_seconds"),
             },
             config,
-            pepper,
-            secret_box,
+            keyring: ArcSwap::from_pointee(keyring),
+            rehashes: parking_lot::Mutex::new(HashMap::new()),
             store,
             clock,
         }
     }
 
-    pub fn pepper(&self) -> &Pepper {
-        &self.pepper
+    /// The master keys as this node knows them now.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.load_full()
+    }
+
+    /// The version new hashes and seals use.
+    pub fn current_version(&self) -> u32 {
+        self.keyring.load().current_version()
+    }
+
+    /// Takes a new keyring (a rotation, a key added or retired). Cached keys stay: they are
+    /// cached under the hash they are stored with, whatever the version.
+    pub fn set_keyring(&self, keyring: Keyring) {
+        self.keyring.store(Arc::new(keyring));
     }
 
     /// Checks `key` and the request against every rule, in the SPEC's order, and hands the
@@ -276,54 +311,125 @@ impl Verifier {
         let Some(parsed) = self.config.format.parse(key) else {
             return Ok(None);
         };
-        let hash = self.pepper.hash(parsed.expose());
-        let now_ns = unix_nanos(now);
+        let (candidates, may_share) = match self.look_in_cache(parsed.expose(), unix_nanos(now)) {
+            CacheStep::Answer(answer) => return Ok(answer),
+            CacheStep::Load { candidates, may_share } => (candidates, may_share),
+        };
+        let current = candidates[0];
+        let Some(loaded) = self.load_bounded(candidates, may_share).await? else { return Ok(None) };
+        if loaded.version < current.0 {
+            self.queue_rehash(&loaded.cached, loaded.hash, current);
+        }
+        Ok(Some(loaded.cached))
+    }
+
+    /// The cache's answer for a key, without waiting: a key is cached under the hash it is
+    /// stored with, so the current version's hash is tried first (one HMAC, the common case),
+    /// then the other versions held (keys hashed before a rotation, or after one this node has
+    /// not learnt yet). An unknown key is remembered under the current version's hash only.
+    fn look_in_cache(&self, key: &str, now_ns: u64) -> CacheStep {
+        let keyring = self.keyring.load();
+        let (version, hash) = keyring.hash(key);
         if !self.feed_is_fresh(now_ns) {
             // Another node may have revoked this key and this node would not know: confirm it.
             self.counters.stale_reads.increment(1);
-            return self.load_bounded(hash, false).await;
+            return CacheStep::Load { candidates: keyring.hashes(key).collect(), may_share: false };
         }
         match self.cache.get(&hash) {
             Lookup::Found(cached) => {
                 self.counters.hits.increment(1);
-                Ok(Some(cached))
+                return CacheStep::Answer(Some(cached));
             }
             Lookup::Missing => {
                 self.counters.hits.increment(1);
-                Ok(None)
+                return CacheStep::Answer(None);
             }
-            Lookup::Unknown => {
-                self.counters.misses.increment(1);
-                self.load_bounded(hash, true).await
-            }
+            Lookup::Unknown => {}
         }
+        let mut candidates = vec![(version, hash)];
+        for (other_version, other) in keyring.hashes(key).skip(1) {
+            if let Lookup::Found(cached) = self.cache.get(&other) {
+                self.counters.hits.increment(1);
+                if other_version < version {
+                    self.queue_rehash(&cached, other, (version, hash));
+                }
+                return CacheStep::Answer(Some(cached));
+            }
+            candidates.push((other_version, other));
+        }
+        self.counters.misses.increment(1);
+        CacheStep::Load { candidates, may_share: true }
+    }
+
+    /// Remembers that the key cached as `cached` under `old` is to be stored as `current`
+    /// (version, hash): the flusher writes it, so the older version can drain and be retired.
+    fn queue_rehash(&self, cached: &CachedKey, old: KeyHash, current: (u32, KeyHash)) {
+        let mut pending = self.rehashes.lock();
+        if pending.len() < MAX_PENDING_REHASHES {
+            pending.entry(old).or_insert_with(|| Rehash {
+                key_id: cached.policy.key_id.clone(),
+                from: old,
+                to_version: current.0,
+                to: current.1,
+            });
+        }
+    }
+
+    /// Writes pending rehashes in one batch and forgets the old hashes here (the change feed
+    /// tells the other nodes). A failed batch is dropped: the next verification queues it again.
+    pub async fn flush_rehashes(&self) -> Result<usize, StoreError> {
+        let pending: Vec<Rehash> = std::mem::take(&mut *self.rehashes.lock()).into_values().collect();
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let written = self.store.rehash_keys(&pending, self.clock.now()).await?;
+        for rehash in &pending {
+            self.cache.invalidate_key(&rehash.from);
+        }
+        Ok(written)
     }
 
     /// [`Verifier::load`] within the configured bound: a database that hangs (a lock held by
     /// another process, a stalled network) answers `Unavailable` quickly.
-    async fn load_bounded(&self, hash: KeyHash, may_share: bool) -> Result<Option<Arc<CachedKey>>, StoreError> {
-        match tokio::time::timeout(self.config.store_read_timeout, self.load(hash, may_share)).await {
+    async fn load_bounded(
+        &self,
+        candidates: Vec<(u32, KeyHash)>,
+        may_share: bool,
+    ) -> Result<Option<Loaded>, StoreError> {
+        match tokio::time::timeout(self.config.store_read_timeout, self.load(candidates, may_share)).await {
             Ok(loaded) => loaded,
             Err(_) => Err(StoreError::Unavailable("the key store did not answer in time".into())),
         }
     }
 
-    /// One store read per key at a time: concurrent misses for the same key wait for the first
-    /// and, when `may_share`, take what it cached. (A stale-feed confirmation reads again.)
-    async fn load(&self, hash: KeyHash, may_share: bool) -> Result<Option<Arc<CachedKey>>, StoreError> {
-        let _turn = self.cache.load_turn(hash).await;
+    /// One load per key at a time: concurrent misses for the same key wait for the first and,
+    /// when `may_share`, take what it cached. (A stale-feed confirmation reads again.) Reads the
+    /// store by each candidate hash in turn, the current version's first: an unknown key costs
+    /// one read per version held, and is then remembered as unknown.
+    async fn load(&self, candidates: Vec<(u32, KeyHash)>, may_share: bool) -> Result<Option<Loaded>, StoreError> {
+        let lookup = candidates[0].1;
+        let _turn = self.cache.load_turn(lookup).await;
         if may_share {
-            match self.cache.get(&hash) {
-                Lookup::Found(cached) => return Ok(Some(cached)),
-                Lookup::Missing => return Ok(None),
-                Lookup::Unknown => {}
+            for (version, hash) in &candidates {
+                match self.cache.get(hash) {
+                    Lookup::Found(cached) => return Ok(Some(Loaded { cached, version: *version, hash: *hash })),
+                    Lookup::Missing if *hash == lookup => return Ok(None),
+                    Lookup::Missing | Lookup::Unknown => {}
+                }
             }
         }
         // An invalidation racing the read makes the read stale: read again (rarely more than once).
         for _ in 0..3 {
             let epoch = self.cache.epoch();
-            let Some(record) = self.store.find_key_by_hash(&hash).await? else {
-                self.cache.insert_missing(hash, epoch);
+            let mut found = None;
+            for (version, hash) in &candidates {
+                if let Some(record) = self.store.find_key_by_hash(hash).await? {
+                    found = Some((*version, *hash, record));
+                    break;
+                }
+            }
+            let Some((version, hash, record)) = found else {
+                self.cache.insert_missing(lookup, epoch);
                 return Ok(None);
             };
             // The map hit was on the hash; confirm it in constant time anyway.
@@ -333,10 +439,10 @@ impl Verifier {
             let facts = self.org_facts(&record, epoch).await?;
             let cached = Arc::new(CachedKey {
                 cells: self.cache.cells_for(hash, &record.id),
-                policy: self.compile(record, &facts)?,
+                policy: self.compile(record, &facts)?.compact(),
             });
             if self.cache.insert_found(hash, Arc::clone(&cached), epoch) {
-                return Ok(Some(cached));
+                return Ok(Some(Loaded { cached, version, hash }));
             }
         }
         Err(StoreError::Unavailable("the key kept changing while it was being loaded".into()))
@@ -362,8 +468,12 @@ impl Verifier {
     fn compile(&self, record: KeyRecord, org: &OrgFacts) -> Result<KeyPolicy, StoreError> {
         let signing_key = match (&record.sealed_signing_secret, record.settings.hmac_required) {
             (Some(sealed), true) => {
-                let secret =
-                    self.secret_box.open(sealed, record.id.as_str()).map_err(|e| StoreError::Other(Box::new(e)))?;
+                // Sealed under the version the row says: a rewrap in progress mixes versions.
+                let secret = self
+                    .keyring
+                    .load()
+                    .open(record.seal_version, sealed, record.id.as_str())
+                    .map_err(|e| StoreError::Other(Box::new(e)))?;
                 Some(SigningKey::new(&secret))
             }
             (None, true) => return Err(StoreError::Other("key requires HMAC but has no signing secret".into())),
@@ -514,6 +624,10 @@ impl Verifier {
                             tracing::warn!(%error, "last-used flush failed; will retry");
                         }
                     }
+                    // Keys found under an older master key move to the current one.
+                    if let Err(error) = self.flush_rehashes().await {
+                        tracing::warn!(%error, "key rehash batch failed; each key is queued again when next verified");
+                    }
                     let now = self.clock.now();
                     self.cache.run_upkeep();
                     self.shared.replay.sweep(now.unix_timestamp());
@@ -523,6 +637,9 @@ impl Verifier {
         }
         if let Err(error) = self.flush_last_used().await {
             tracing::error!(%error, "final last-used flush failed");
+        }
+        if let Err(error) = self.flush_rehashes().await {
+            tracing::warn!(%error, "final key rehash batch failed; keys are queued again when next verified");
         }
     }
 

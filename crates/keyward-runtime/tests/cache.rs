@@ -13,7 +13,7 @@ use keyward_core::key::{Environment, KeyFormat, KeyHash};
 use keyward_core::policy::VerifyRequest;
 use keyward_core::record::{Actor, Channels, KeyRecord, KeySettings};
 use keyward_runtime::{ManualClock, Outcome, SharedState, Verifier, VerifierConfig};
-use keyward_store::{Change, NewAuditEvent, OrgRecord, OrgStore, Store, StoreResult};
+use keyward_store::{keyring, Change, KeyringStore, NewAuditEvent, OrgRecord, OrgStore, Store, StoreResult};
 use keyward_store_sqlite::SqliteStore;
 use time::macros::datetime;
 use time::OffsetDateTime;
@@ -84,6 +84,42 @@ impl Store for CountingStore {
     }
     async fn changes_since(&self, seq: i64) -> StoreResult<(Vec<Change>, i64)> {
         self.inner.changes_since(seq).await
+    }
+}
+
+#[async_trait]
+impl KeyringStore for CountingStore {
+    async fn master_keys(&self) -> StoreResult<Vec<keyring::MasterKeyRecord>> {
+        self.inner.master_keys().await
+    }
+    async fn add_master_key(&self, key: &keyring::MasterKeyRecord, event: Option<&NewAuditEvent>) -> StoreResult<()> {
+        self.inner.add_master_key(key, event).await
+    }
+    async fn retire_master_key(&self, version: u32, at: OffsetDateTime, event: &NewAuditEvent) -> StoreResult<bool> {
+        self.inner.retire_master_key(version, at, event).await
+    }
+    async fn master_key_usage(&self) -> StoreResult<Vec<keyring::VersionUsage>> {
+        self.inner.master_key_usage().await
+    }
+    async fn secrets_sealed_before(
+        &self,
+        version: u32,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<keyring::SealedSecret>> {
+        self.inner.secrets_sealed_before(version, after, limit).await
+    }
+    async fn rewrap_secrets(&self, rewraps: &[keyring::Rewrap]) -> StoreResult<usize> {
+        self.inner.rewrap_secrets(rewraps).await
+    }
+    async fn rehash_keys(&self, rehashes: &[keyring::Rehash], at: OffsetDateTime) -> StoreResult<usize> {
+        self.inner.rehash_keys(rehashes, at).await
+    }
+    async fn replace_setting(&self, name: &str, old: &str, new: &str) -> StoreResult<bool> {
+        self.inner.replace_setting(name, old, new).await
+    }
+    async fn operator_audit(&self) -> StoreResult<Vec<keyring::OperatorAuditRecord>> {
+        self.inner.operator_audit().await
     }
 }
 
@@ -161,8 +197,7 @@ async fn fixture_with(options: Options) -> Fixture {
             cache_max_age: options.cache_max_age,
             store_read_timeout: options.store_read_timeout,
         },
-        master.pepper(),
-        master.secret_box(),
+        master.clone().into(),
         store.clone(),
         Arc::new(ManualClock::new(NOW)),
         SharedState::local(NOW.unix_timestamp(), 300),
@@ -190,7 +225,9 @@ fn key_record(
         org_id: org.clone(),
         prefix: secret.prefix_field().to_owned(),
         hash: master.pepper().hash(secret.expose()),
+        hash_version: 1,
         sealed_signing_secret: None,
+        seal_version: 1,
         settings: KeySettings {
             name: "k".into(),
             scopes: vec!["messages:send".into()],

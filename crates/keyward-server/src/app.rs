@@ -9,11 +9,10 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use keyward_core::crypto::{MasterKey, SecretBox};
-use keyward_core::key::KeyHash;
+use keyward_core::keyring::Keyring;
 use keyward_core::Code;
 use keyward_runtime::shared::SharedHealth;
-use keyward_runtime::{Clock, SharedState, Verifier, VerifierConfig};
+use keyward_runtime::{Clock, SharedState, Verifier};
 use keyward_store::Store;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -22,9 +21,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::api::{audit, keys, members, orgs, session};
 use crate::config::Config;
 use crate::extract::MAX_BODY_BYTES;
+use crate::master_key::{MasterKeys, OperatorToken};
 use crate::problem::{problem_response, ApiError};
 use crate::telemetry::{self, RefusalLog, VerifyMetrics};
 use crate::throttle::LoginThrottle;
+use crate::tls::Tls;
 use crate::{console, gateway, net, openapi, verify};
 
 /// What the binary hands the server.
@@ -32,10 +33,11 @@ use crate::{console, gateway, net, openapi, verify};
 pub struct Deps {
     pub config: Config,
     pub store: Arc<dyn Store>,
-    pub master_key: MasterKey,
+    /// The master keys, the database's current version current ([`crate::master_key::reconcile`]).
+    pub keyring: Keyring,
     pub clock: Arc<dyn Clock>,
     /// The operator token's peppered hash (the token itself is never kept).
-    pub operator_token_hash: KeyHash,
+    pub operator_token: OperatorToken,
     /// Rate limits and replays shared with other nodes (Redis); `None`: this node alone.
     pub shared: Option<SharedState>,
     /// This node's name in `/readyz` (several nodes behind one load balancer).
@@ -48,9 +50,10 @@ pub struct Keyward {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub verifier: Arc<Verifier>,
-    pub secret_box: SecretBox,
     pub clock: Arc<dyn Clock>,
-    pub operator_token_hash: KeyHash,
+    pub operator_token: OperatorToken,
+    /// Where the keyring is read again from, for rotations ([`crate::master_key`]).
+    pub master_keys: MasterKeys,
     pub verify_metrics: VerifyMetrics,
     pub refusal_log: RefusalLog,
     pub login_throttle: LoginThrottle,
@@ -66,19 +69,8 @@ impl Keyward {
         // The recorder must exist before the verifier registers its counters.
         let verify_metrics = VerifyMetrics::new();
         let verifier = Verifier::new(
-            VerifierConfig {
-                format: deps.config.key_format.clone(),
-                default_rate_limit: deps.config.default_rate_limit,
-                signature_tolerance_seconds: deps.config.signature_tolerance_seconds,
-                negative_ttl: Duration::from_secs(10),
-                max_negative_entries: 100_000,
-                max_staleness: deps.config.cache_max_staleness,
-                max_cached_keys: deps.config.key_cache_capacity,
-                cache_max_age: deps.config.key_cache_max_age,
-                store_read_timeout: deps.config.verify_store_timeout,
-            },
-            deps.master_key.pepper(),
-            deps.master_key.secret_box(),
+            deps.config.verifier_config(),
+            deps.keyring,
             Arc::clone(&deps.store),
             Arc::clone(&deps.clock),
             deps.shared.unwrap_or_else(|| {
@@ -87,12 +79,12 @@ impl Keyward {
         );
         let refusal_log = RefusalLog::new(deps.config.refusal_log_per_second);
         Arc::new(Self {
-            secret_box: deps.master_key.secret_box(),
             config: deps.config,
             store: deps.store,
             verifier: Arc::new(verifier),
             clock: deps.clock,
-            operator_token_hash: deps.operator_token_hash,
+            operator_token: deps.operator_token,
+            master_keys: MasterKeys::default(),
             verify_metrics,
             refusal_log,
             login_throttle: LoginThrottle::default(),
@@ -136,14 +128,26 @@ pub fn build_app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves and the drain passes ([`net::serve_connections`]), then stops
-/// the background work after a last flush of pending last-used times.
+/// Serves plain HTTP until `shutdown` resolves and the drain passes ([`net::serve_connections`]),
+/// then stops the background work after a last flush of pending last-used times.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with_tls(listener, state, None, shutdown).await
+}
+
+/// [`serve`], over HTTPS when `tls` is given (`tls_cert` / `tls_key`).
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<Tls>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let background = state.verifier.start_background().await?;
+    let (stop_master_keys, master_keys_stopped) = tokio::sync::watch::channel(false);
+    let master_keys = tokio::spawn(crate::master_key::follow(Arc::clone(&state), master_keys_stopped));
     // Histogram samples wait in the recorder until drained: drain them on a schedule, not only
     // when someone scrapes /metrics, so a node nobody scrapes does not grow without bound.
     let upkeep = tokio::spawn(async {
@@ -158,6 +162,7 @@ pub async fn serve(
         max_per_ip: state.config.max_connections_per_ip,
         exempt: state.config.trusted_proxies.clone(),
         drain: state.config.shutdown_drain,
+        tls,
     };
     let app = build_app(Arc::clone(&state));
     let draining = Arc::clone(&state);
@@ -166,6 +171,8 @@ pub async fn serve(
     })
     .await;
     upkeep.abort();
+    let _ = stop_master_keys.send(true);
+    let _ = master_keys.await;
     background.shutdown().await;
     Ok(())
 }

@@ -21,8 +21,22 @@ use crate::net;
 use crate::problem::ApiError;
 use crate::telemetry;
 
-/// The console's session cookie.
+/// The console's session cookie over plain HTTP.
 pub const SESSION_COOKIE: &str = "keyward_session";
+
+/// Its name over HTTPS: the `__Host-` prefix makes browsers take it only with `Secure`,
+/// `Path=/` and no `Domain` from a secure origin, so a sibling site or a plain-HTTP answer
+/// cannot plant one.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-keyward_session";
+
+/// The session cookie's name for a request over HTTPS (`true`) or plain HTTP.
+pub fn session_cookie_name(https: bool) -> &'static str {
+    if https {
+        SECURE_SESSION_COOKIE
+    } else {
+        SESSION_COOKIE
+    }
+}
 
 /// An authenticated principal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +113,7 @@ pub struct RequestMeta {
     pub trace_id: String,
     /// The client's `User-Agent` (at most 256 characters), for the audit log.
     pub user_agent: Option<String>,
-    /// Reached over TLS (a trusted proxy said `X-Forwarded-Proto: https`): cookies get `Secure`.
+    /// Reached over TLS ([`is_https`]): the session cookie is `__Host-` and `Secure`.
     pub https: bool,
 }
 
@@ -111,12 +125,6 @@ impl RequestMeta {
 
     pub fn from_parts(parts: &Parts, state: &AppState) -> Self {
         let peer = net::peer_ip(parts);
-        let proxied = peer.is_some_and(|ip| state.config.trusted_proxies.iter().any(|net| net_contains(net, ip)));
-        let forwarded_https = parts
-            .headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
         Self {
             client_ip: net::client_ip(peer, &parts.headers, &state.config.trusted_proxies),
             trace_id: telemetry::trace_id(&parts.headers),
@@ -126,9 +134,19 @@ impl RequestMeta {
                 .and_then(|v| v.to_str().ok())
                 .map(|agent| agent.chars().filter(|c| !c.is_control()).take(256).collect::<String>())
                 .filter(|agent| !agent.is_empty()),
-            https: proxied && forwarded_https,
+            https: is_https(parts, state),
         }
     }
+}
+
+/// The request came over the listener's TLS, or a trusted proxy says `X-Forwarded-Proto: https`.
+pub fn is_https(parts: &Parts, state: &AppState) -> bool {
+    if parts.extensions.get::<net::OverTls>().is_some() {
+        return true;
+    }
+    let proxied =
+        net::peer_ip(parts).is_some_and(|ip| state.config.trusted_proxies.iter().any(|net| net_contains(net, ip)));
+    proxied && net::forwarded_https(&parts.headers)
 }
 
 impl FromRequestParts<AppState> for RequestMeta {
@@ -185,17 +203,27 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 /// True when the headers carry the operator token (constant-time comparison of peppered hashes);
 /// an error when they carry more than one credential.
 pub fn is_operator(headers: &HeaderMap, state: &AppState) -> Result<bool, ApiError> {
-    Ok(credential(headers)?.is_some_and(|token| state.verifier.pepper().hash(token).ct_eq(&state.operator_token_hash)))
+    Ok(credential(headers)?.is_some_and(|token| state.is_operator_token(token)))
 }
 
-/// The session cookie's token, if any.
+/// The plain-HTTP session cookie's token, if any ([`session_token_for`] picks the name).
 pub fn session_token(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE)
+}
+
+/// The session cookie's token under the name used over HTTPS (`true`) or plain HTTP: over HTTPS
+/// only the `__Host-` cookie counts.
+pub fn session_token_for(headers: &HeaderMap, https: bool) -> Option<&str> {
+    cookie(headers, session_cookie_name(https))
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(SESSION_COOKIE)?.strip_prefix('='))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
         .filter(|token| !token.is_empty())
 }
 
@@ -207,7 +235,7 @@ impl Caller {
             let principal = principal_from_token(token, &meta, state).await?;
             return Ok(Self { principal, meta });
         }
-        if let Some(token) = session_token(&parts.headers) {
+        if let Some(token) = session_token_for(&parts.headers, meta.https) {
             let principal = principal_from_session(token, parts, state).await?;
             return Ok(Self { principal, meta });
         }
@@ -216,7 +244,7 @@ impl Caller {
 }
 
 async fn principal_from_token(token: &str, meta: &RequestMeta, state: &AppState) -> Result<Principal, ApiError> {
-    if state.verifier.pepper().hash(token).ct_eq(&state.operator_token_hash) {
+    if state.is_operator_token(token) {
         return Ok(Principal::Operator);
     }
     let invalid = || ApiError::code(Code::Unauthenticated, "The credential is not valid");
@@ -241,11 +269,11 @@ async fn principal_from_token(token: &str, meta: &RequestMeta, state: &AppState)
 }
 
 async fn principal_from_session(token: &str, parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
-    let pepper = state.verifier.pepper();
-    let hash = pepper.hash(token);
     let expired = || ApiError::code(Code::Unauthenticated, "The session has ended; log in again");
-    let (session, member) = state.store.find_session(&hash).await?.ok_or_else(expired)?;
-    if session.expires_at <= state.clock.now() || !session.token_hash.ct_eq(&hash) {
+    // Under the master key version the session was made with (sessions outlive a rotation).
+    let (session, member, pepper) = state.find_session(token).await?.ok_or_else(expired)?;
+    let hash = pepper.hash;
+    if session.expires_at <= state.clock.now() {
         return Err(expired());
     }
     let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);

@@ -1,6 +1,6 @@
 //! The operator's config file (TOML, every field optional) parsed into a validated [`Config`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use keyward_core::key::{KeyFormat, KeyPrefix};
@@ -33,6 +33,9 @@ struct RawConfig {
     shutdown_drain_seconds: Option<u64>,
     header_read_timeout_seconds: Option<u64>,
     max_connections_per_ip: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    rewrap_per_second: Option<u32>,
     /// Gateway mode (SPEC §6); spanned so its errors can name their line.
     gateway: Option<toml::Spanned<RawGateway>>,
 }
@@ -71,8 +74,33 @@ pub struct Config {
     pub header_read_timeout: std::time::Duration,
     /// Open connections one client address may hold (trusted proxies are not limited).
     pub max_connections_per_ip: usize,
+    /// `tls_cert` and `tls_key`: the listener speaks HTTPS with them (`None`: plain HTTP).
+    pub tls: Option<TlsFiles>,
+    /// After a master-key rotation, how many signing secrets a second the background rewrap
+    /// moves to the new key (each node; a batch every 100 ms).
+    pub rewrap_per_second: u32,
     /// The `[gateway]` section, when the config file has one: `serve` then also runs the gateway.
     pub gateway: Option<GatewayConfig>,
+}
+
+/// The PEM files of the listener's certificate chain and private key (read at start, and again
+/// on SIGHUP: see [`crate::tls::Tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Both files or neither: one alone is an error naming the one that is missing.
+    pub fn pair(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<Self>, String> {
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(Self { cert, key })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err("tls_key is missing: tls_cert is set, and TLS needs both (or neither)".to_owned()),
+            (None, Some(_)) => Err("tls_cert is missing: tls_key is set, and TLS needs both (or neither)".to_owned()),
+        }
+    }
 }
 
 /// What a node does with signed requests while the shared replay store is unreachable.
@@ -108,6 +136,22 @@ impl Config {
             ConfigError(format!("line {line}: {}", e.message().trim()))
         })?;
         Self::from_raw(raw, text).map_err(ConfigError)
+    }
+
+    /// The verifier's settings: the same for a node and for a verifier embedded in another
+    /// service (`keyward-tower`).
+    pub fn verifier_config(&self) -> keyward_runtime::VerifierConfig {
+        keyward_runtime::VerifierConfig {
+            format: self.key_format.clone(),
+            default_rate_limit: self.default_rate_limit,
+            signature_tolerance_seconds: self.signature_tolerance_seconds,
+            negative_ttl: std::time::Duration::from_secs(10),
+            max_negative_entries: 100_000,
+            max_staleness: self.cache_max_staleness,
+            max_cached_keys: self.key_cache_capacity,
+            cache_max_age: self.key_cache_max_age,
+            store_read_timeout: self.verify_store_timeout,
+        }
     }
 
     /// `text` is the file `raw` was parsed from, so `[gateway]` errors can name their line.
@@ -186,6 +230,7 @@ impl Config {
         if !(1..=100_000).contains(&max_connections_per_ip) {
             return Err("max_connections_per_ip must be between 1 and 100000".to_owned());
         }
+        let tls = TlsFiles::pair(raw.tls_cert, raw.tls_key)?;
         Ok(Self {
             key_format: KeyFormat::new(prefix),
             default_rate_limit,
@@ -206,8 +251,20 @@ impl Config {
             shutdown_drain: std::time::Duration::from_secs(shutdown_drain_seconds),
             header_read_timeout: std::time::Duration::from_secs(header_read_timeout_seconds),
             max_connections_per_ip,
+            tls,
+            rewrap_per_second: rewrap_per_second(raw.rewrap_per_second)?,
             gateway,
         })
+    }
+}
+
+/// `rewrap_per_second`: 10 to a million signing secrets a second (default 1000).
+fn rewrap_per_second(value: Option<u32>) -> Result<u32, String> {
+    let rate = value.unwrap_or(1000);
+    if (10..=1_000_000).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err("rewrap_per_second must be between 10 and 1000000".to_owned())
     }
 }
 

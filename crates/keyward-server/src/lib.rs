@@ -13,12 +13,14 @@ pub mod console;
 pub mod extract;
 pub mod gateway;
 mod manage;
+pub mod master_key;
 pub mod net;
 pub mod openapi;
 pub mod problem;
 pub mod telemetry;
 mod throttle;
+pub mod tls;
 pub mod verify;
 
-pub use app::{build_app, serve, Deps, Keyward};
+pub use app::{build_app, serve, serve_with_tls, Deps, Keyward};
 pub use manage::{CreatedKey, LoginError, NewSession};

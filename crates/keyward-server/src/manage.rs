@@ -162,13 +162,18 @@ impl Keyward {
         let secret = self.config.key_format.generate(settings.environment, &mut rng);
         let id = KeyId::generate(&mut rng);
         let signing_secret = settings.hmac_required.then(|| SigningSecret::generate(&mut rng));
-        let sealed = signing_secret.as_ref().map(|s| self.secret_box.seal(s, id.as_str(), &mut rng));
+        // Hashed and sealed under the current master key version.
+        let keyring = self.verifier.keyring();
+        let sealed = signing_secret.as_ref().map(|s| keyring.seal(s, id.as_str(), &mut rng));
+        let (hash_version, hash) = keyring.hash(secret.expose());
         let record = KeyRecord {
             id,
             org_id: org_id.clone(),
             prefix: secret.prefix_field().to_owned(),
-            hash: self.verifier.pepper().hash(secret.expose()),
-            sealed_signing_secret: sealed,
+            hash,
+            hash_version,
+            seal_version: sealed.as_ref().map_or(hash_version, |(version, _)| *version),
+            sealed_signing_secret: sealed.map(|(_, sealed)| sealed),
             settings,
             created_at: now,
             created_by: actor.id.clone(),
@@ -469,8 +474,9 @@ impl Keyward {
         let org = self.store.find_org(&member.org_id).await?.ok_or(ApiError::NotFound)?;
         let mut rng = rand::rngs::OsRng;
         let token = keyward_core::base62::random_string(&mut rng, 43);
-        let csrf_token = self.csrf_token(&token);
-        let pepper = self.verifier.pepper();
+        let keyring = self.verifier.keyring();
+        let pepper = keyring.current_pepper();
+        let csrf_token = crate::master_key::csrf_token(pepper, &token);
         let session = SessionRecord {
             token_hash: pepper.hash(&token),
             csrf_hash: pepper.hash(&csrf_token),
@@ -492,13 +498,6 @@ impl Keyward {
             tracing::warn!(%error, "could not remove expired sessions");
         }
         Ok(NewSession { token, csrf_token, max_age_seconds: SESSION_TTL.whole_seconds(), member, org })
-    }
-
-    /// The CSRF token of a session, derived from its cookie token so the console can put it in
-    /// its pages without the server storing it (only its hash is stored, for the check).
-    pub fn csrf_token(&self, session_token: &str) -> String {
-        let derived = self.verifier.pepper().hash(&format!("csrf\u{0}{session_token}"));
-        hex::encode(&derived.as_bytes()[..16])
     }
 
     pub async fn logout(

@@ -1,5 +1,5 @@
-//! Connections and the caller's address. [`serve_connections`] is the listener loop (limits,
-//! drain on shutdown); [`client_ip`] is the connection's peer, or — only when that peer is a
+//! Connections and the caller's address. [`serve_connections`] is the listener loop (limits, TLS,
+//! HSTS, drain on shutdown); [`client_ip`] is the connection's peer, or — only when that peer is a
 //! trusted proxy — the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy.
 
 use std::collections::HashMap;
@@ -46,6 +46,18 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted_proxies: &[I
     Some(client)
 }
 
+/// `X-Forwarded-Proto: https`: what a TLS-terminating proxy says (believe it only from a trusted one).
+pub fn forwarded_https(headers: &HeaderMap) -> bool {
+    headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// In a request's extensions when it came over the listener's own TLS.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// Sent on every answer over TLS (or through a trusted proxy that says it terminated TLS).
+pub const HSTS: &str = "max-age=63072000; includeSubDomains";
+
 /// The TCP peer, when the server was started with connect info (not in `Router::oneshot` tests).
 pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
@@ -56,11 +68,25 @@ pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
 pub struct ConnectionRules {
     /// A request's headers must arrive within this, and an idle keep-alive connection closes after it.
     pub header_read_timeout: Duration,
-    /// Open connections per client address; peers in `exempt` (trusted proxies) are not counted.
+    /// Open connections per client address; peers in `exempt` (trusted proxies) are not counted,
+    /// and their `X-Forwarded-Proto: https` is believed (the answer then carries HSTS).
     pub max_per_ip: usize,
     pub exempt: Vec<IpNet>,
     /// After the shutdown signal: how long to keep accepting and serving (`/readyz` says 503).
     pub drain: Duration,
+    /// HTTPS: each connection's handshake, in its own task, must end within `header_read_timeout`.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+}
+
+/// How a connection reached the app, which decides the HSTS header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// Plain HTTP from a client: nothing added.
+    Plain,
+    /// Plain HTTP from a trusted proxy: HSTS when it says `X-Forwarded-Proto: https`.
+    Proxied,
+    /// The listener's own TLS: HSTS on every answer.
+    Tls,
 }
 
 /// After the drain, how long an open connection may still send one more request (answered with
@@ -72,8 +98,9 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 const FINISH_LIMIT: Duration = Duration::from_secs(30);
 
 /// The HTTP/1 listener loop. It replaces `axum::serve` for what that cannot do: a header read
-/// timeout, a cap on connections per client address, problem+json bodies on the answers hyper
-/// writes itself (400, 414, 431), and a shutdown that loses no request already sent:
+/// timeout (which bounds the TLS handshake too), a cap on connections per client address,
+/// problem+json bodies on the answers hyper writes itself (400, 414, 431), and a shutdown that
+/// loses no request already sent:
 ///
 /// 1. `shutdown` resolves: `on_drain` runs (`/readyz` turns 503) and every answer from then on
 ///    carries `Connection: close`, while the listener keeps accepting for `rules.drain`;
@@ -110,7 +137,10 @@ pub async fn serve_connections(
                     let exempt = rules.exempt.iter().any(|net| net_contains(net, peer.ip()));
                     let slot = if exempt { None } else {
                         let Some(slot) = per_ip.take(peer.ip(), rules.max_per_ip) else {
-                            tokio::spawn(refuse_connection(stream));
+                            // Over TLS a plain-text answer would only be garbage to the client.
+                            if rules.tls.is_none() {
+                                tokio::spawn(refuse_connection(stream));
+                            }
                             continue;
                         };
                         Some(slot)
@@ -123,7 +153,16 @@ pub async fn serve_connections(
                         close_signal: close_signal.clone(),
                         _slot: slot,
                     };
-                    tokio::spawn(connection.serve(stream, peer));
+                    match &rules.tls {
+                        None => {
+                            let transport = if exempt { Transport::Proxied } else { Transport::Plain };
+                            tokio::spawn(connection.serve(stream, peer, transport));
+                        }
+                        Some(tls) => {
+                            let acceptor = tls.acceptor();
+                            tokio::spawn(connection.serve_tls(acceptor, stream, peer, rules.header_read_timeout));
+                        }
+                    }
                 }
                 // Out of file descriptors and the like: wait a little rather than spin.
                 Err(error) => {
@@ -160,11 +199,38 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(mut self, stream: TcpStream, peer: SocketAddr) {
+    /// The handshake runs here, in the connection's own task, so a slow client holds only its
+    /// own slot; past `timeout` (the header read timeout) the connection is dropped.
+    async fn serve_tls(
+        self,
+        acceptor: tokio_rustls::TlsAcceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+        timeout: Duration,
+    ) {
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => self.serve(stream, peer, Transport::Tls).await,
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+
+    async fn serve<S>(mut self, stream: S, peer: SocketAddr, transport: Transport)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let app = self.app.clone();
         let closing = Arc::clone(&self.closing);
         let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            let hsts = match transport {
+                Transport::Plain => false,
+                Transport::Proxied => forwarded_https(request.headers()),
+                Transport::Tls => {
+                    request.extensions_mut().insert(OverTls);
+                    true
+                }
+            };
             let app = app.clone();
             let closing = Arc::clone(&closing);
             async move {
@@ -172,10 +238,13 @@ impl Connection {
                 if closing.load(Ordering::SeqCst) {
                     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
+                if hsts {
+                    response.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+                }
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let io = TokioIo::new(ProblemBodies::new(stream));
+        let io = TokioIo::new(ProblemBodies::new(stream, transport == Transport::Tls));
         let connection = self.http.serve_connection(io, service).with_upgrades();
         tokio::pin!(connection);
         tokio::select! {
@@ -198,6 +267,7 @@ async fn refuse_connection(mut stream: TcpStream) {
         StatusCode::SERVICE_UNAVAILABLE,
         Code::ServiceUnavailable,
         "Too many open connections from this address",
+        false,
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&answer)).await;
 }
@@ -237,8 +307,8 @@ impl Drop for IpSlot {
     }
 }
 
-/// A whole HTTP/1.1 answer with a problem+json body, closing the connection.
-fn canned_problem(status: StatusCode, code: Code, detail: &str) -> Vec<u8> {
+/// A whole HTTP/1.1 answer with a problem+json body, closing the connection (with HSTS over TLS).
+fn canned_problem(status: StatusCode, code: Code, detail: &str, hsts: bool) -> Vec<u8> {
     let body = serde_json::json!({
         "status": status.as_u16(),
         "code": code.as_str(),
@@ -246,9 +316,10 @@ fn canned_problem(status: StatusCode, code: Code, detail: &str) -> Vec<u8> {
         "detail": detail,
     })
     .to_string();
+    let hsts = if hsts { format!("strict-transport-security: {HSTS}\r\n") } else { String::new() };
     format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/problem+json\r\ncontent-length: {}\r\nconnection: close\r\n\
-         cache-control: no-store\r\nx-content-type-options: nosniff\r\n\r\n{body}",
+         cache-control: no-store\r\nx-content-type-options: nosniff\r\n{hsts}\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -257,7 +328,7 @@ fn canned_problem(status: StatusCode, code: Code, detail: &str) -> Vec<u8> {
 /// The body-less answers hyper writes itself when it cannot parse a request (before the app sees
 /// it), each replaced by the same status with a problem+json body. The app's own answers with
 /// these statuses always have a body, so an empty one is hyper's.
-fn replacement_for(written: &[u8]) -> Option<Vec<u8>> {
+fn replacement_for(written: &[u8], hsts: bool) -> Option<Vec<u8>> {
     const HYPER_ANSWERS: [(&[u8], StatusCode, Code, &str); 3] = [
         (
             b"HTTP/1.1 414 ",
@@ -278,7 +349,7 @@ fn replacement_for(written: &[u8]) -> Option<Vec<u8>> {
     let head = String::from_utf8_lossy(&written[..head_end]).to_ascii_lowercase();
     // The whole answer is this head, and its body is empty.
     (head_end + 4 == written.len() && head.contains("\r\ncontent-length: 0"))
-        .then(|| canned_problem(*status, *code, detail))
+        .then(|| canned_problem(*status, *code, detail, hsts))
 }
 
 /// The connection's stream, with hyper's own error answers rewritten ([`replacement_for`]).
@@ -286,11 +357,13 @@ struct ProblemBodies<S> {
     inner: S,
     /// A replacement still being written, and how much of it is out.
     pending: Option<(Vec<u8>, usize)>,
+    /// Over TLS: replacements carry HSTS like every other answer.
+    hsts: bool,
 }
 
 impl<S> ProblemBodies<S> {
-    fn new(inner: S) -> Self {
-        Self { inner, pending: None }
+    fn new(inner: S, hsts: bool) -> Self {
+        Self { inner, pending: None, hsts }
     }
 }
 
@@ -320,7 +393,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ProblemBodies<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for ProblemBodies<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         std::task::ready!(self.poll_pending(cx))?;
-        if let Some(replacement) = replacement_for(buf) {
+        if let Some(replacement) = replacement_for(buf, self.hsts) {
             self.pending = Some((replacement, 0));
             return Poll::Ready(Ok(buf.len()));
         }
@@ -334,7 +407,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ProblemBodies<S> {
     ) -> Poll<std::io::Result<usize>> {
         std::task::ready!(self.poll_pending(cx))?;
         if let Some(first) = bufs.iter().find(|buf| !buf.is_empty()) {
-            if let Some(replacement) = replacement_for(first) {
+            if let Some(replacement) = replacement_for(first, self.hsts) {
                 self.pending = Some((replacement, 0));
                 return Poll::Ready(Ok(first.len()));
             }
@@ -364,14 +437,20 @@ mod tests {
     #[test]
     fn only_hypers_empty_error_answers_are_replaced() {
         let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\r\n";
-        let replaced = String::from_utf8(replacement_for(hyper_431).expect("replaced")).expect("utf-8");
+        let replaced = String::from_utf8(replacement_for(hyper_431, false).expect("replaced")).expect("utf-8");
         assert!(replaced.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"), "{replaced}");
         assert!(replaced.contains("content-type: application/problem+json"), "{replaced}");
         assert!(replaced.contains(r#""code":"HEADERS_TOO_LARGE""#), "{replaced}");
         let with_body =
             b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: 20\r\n\r\n";
-        assert!(replacement_for(with_body).is_none());
+        assert!(replacement_for(with_body, false).is_none());
         let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
-        assert!(replacement_for(ok).is_none());
+        assert!(replacement_for(ok, false).is_none());
+        assert!(!replaced.contains("strict-transport-security"), "{replaced}");
+        let over_tls = String::from_utf8(replacement_for(hyper_431, true).expect("replaced")).expect("utf-8");
+        assert!(
+            over_tls.contains("\r\nstrict-transport-security: max-age=63072000; includeSubDomains\r\n"),
+            "{over_tls}"
+        );
     }
 }

@@ -101,6 +101,7 @@ fn conflict_name(constraint: Option<&str>) -> &'static str {
         Some("channels_pkey" | "channels_org_slug") => "channel_slug",
         Some("members_pkey" | "members_email_key") => "member_email",
         Some("sessions_pkey") => "session_token",
+        Some("master_keys_pkey") => "master_key_version",
         _ => "unique",
     }
 }

@@ -13,6 +13,7 @@
 //   statements are checked by the conformance story, as the sqlite backend's are.
 
 mod error;
+mod keyring;
 mod org;
 mod rows;
 

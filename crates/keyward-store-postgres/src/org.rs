@@ -139,6 +139,26 @@ impl OrgStore for PostgresOrgStore<'_> {
         Ok(commit(tx).await?)
     }
 
+    async fn import_keys(&self, keys: &[(KeyRecord, NewAuditEvent)]) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for (key, _) in keys {
+            check_org(&self.org_id, &key.org_id)?;
+        }
+        let mut client = self.store.client().await?;
+        let tx = begin(&mut client).await?;
+        for (key, event) in keys {
+            rows::insert_key(&tx, key).await?;
+            append_event(&tx, &self.org_id, event).await?;
+        }
+        // The feed rows last: their trigger holds the feed's lock until the commit.
+        for (key, event) in keys {
+            log_change(&tx, &self.org_id, Some(&key.hash), event.at).await?;
+        }
+        Ok(commit(tx).await?)
+    }
+
     async fn find_key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
         let client = self.store.client().await?;
         Ok(find_key(&client, &self.org_id, id, false).await?)

@@ -64,7 +64,7 @@ macro_rules! key_columns {
     () => {
         "seq, id, org_id, prefix, hash, sealed_signing_secret, name, scopes, hmac_required, rate_limit, \
          expires_at, ip_allowlist, phone_allowlist, channels, environment, external_id, meta, created_at, \
-         created_by, revoked_at, revoked_by, last_used_at"
+         created_by, revoked_at, revoked_by, last_used_at, hash_version, seal_version"
     };
 }
 pub(crate) use key_columns;
@@ -105,12 +105,20 @@ pub(crate) fn get<'a, T: FromSql<'a>>(row: &'a Row, table: &str, column: &str) -
     row.try_get(column).map_err(|_| bad_row(&format!("{table}.{column}")))
 }
 
-fn id<T>(row: &Row, table: &str, column: &str, parse: impl FnOnce(&str) -> Option<T>) -> DbResult<T> {
+pub(crate) fn id<T>(row: &Row, table: &str, column: &str, parse: impl FnOnce(&str) -> Option<T>) -> DbResult<T> {
     parse(&get::<String>(row, table, column)?).ok_or_else(|| bad_row(&format!("{table}.{column}")))
 }
 
 fn hash(row: &Row, table: &str, column: &str) -> DbResult<KeyHash> {
     KeyHash::from_slice(get::<&[u8]>(row, table, column)?).ok_or_else(|| bad_row(&format!("{table}.{column}")))
+}
+
+/// A master key version column: a positive integer.
+pub(crate) fn version(row: &Row, table: &str, column: &str) -> DbResult<u32> {
+    u32::try_from(get::<i64>(row, table, column)?)
+        .ok()
+        .filter(|v| *v > 0)
+        .ok_or_else(|| bad_row(&format!("{table}.{column}")))
 }
 
 fn string_list(row: &Row, column: &str) -> DbResult<Vec<String>> {
@@ -155,8 +163,9 @@ pub(crate) async fn insert_key(conn: &impl Conn, key: &KeyRecord) -> DbResult<()
     conn.execute(
         "INSERT INTO api_keys (id, org_id, prefix, hash, sealed_signing_secret, name, scopes, hmac_required, \
          rate_limit, expires_at, ip_allowlist, phone_allowlist, channels, environment, external_id, meta, \
-         created_at, created_by, revoked_at, revoked_by, last_used_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+         created_at, created_by, revoked_at, revoked_by, last_used_at, hash_version, seal_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+         $22, $23)",
         &[
             &key.id.as_str(),
             &key.org_id.as_str(),
@@ -179,6 +188,8 @@ pub(crate) async fn insert_key(conn: &impl Conn, key: &KeyRecord) -> DbResult<()
             &key.revoked_at,
             &key.revoked_by,
             &key.last_used_at,
+            &i64::from(key.hash_version),
+            &i64::from(key.seal_version),
         ],
     )
     .await?;
@@ -192,7 +203,7 @@ pub(crate) async fn update_key(conn: &impl Conn, key: &KeyRecord) -> DbResult<()
     conn.execute(
         "UPDATE api_keys SET sealed_signing_secret = $3, name = $4, scopes = $5, hmac_required = $6, \
          rate_limit = $7, expires_at = $8, ip_allowlist = $9, phone_allowlist = $10, channels = $11, \
-         environment = $12, external_id = $13, meta = $14, revoked_at = $15, revoked_by = $16 \
+         environment = $12, external_id = $13, meta = $14, revoked_at = $15, revoked_by = $16, seal_version = $17 \
          WHERE id = $1 AND org_id = $2",
         &[
             &key.id.as_str(),
@@ -211,6 +222,7 @@ pub(crate) async fn update_key(conn: &impl Conn, key: &KeyRecord) -> DbResult<()
             &s.meta,
             &key.revoked_at,
             &key.revoked_by,
+            &i64::from(key.seal_version),
         ],
     )
     .await?;
@@ -260,7 +272,9 @@ pub(crate) fn key_from_row(row: &Row) -> DbResult<KeyRecord> {
         org_id: id(row, T, "org_id", |text| OrgId::parse(text).ok())?,
         prefix: get(row, T, "prefix")?,
         hash: hash(row, T, "hash")?,
+        hash_version: version(row, T, "hash_version")?,
         sealed_signing_secret: get(row, T, "sealed_signing_secret")?,
+        seal_version: version(row, T, "seal_version")?,
         settings,
         created_at: get(row, T, "created_at")?,
         created_by: get(row, T, "created_by")?,

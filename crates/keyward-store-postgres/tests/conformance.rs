@@ -143,7 +143,9 @@ fn key(name: &str, org: &OrgId, hash: u8) -> KeyRecord {
         org_id: org.clone(),
         prefix: format!("kw_live_{name}"),
         hash: KeyHash([hash; 32]),
+        hash_version: 1,
         sealed_signing_secret: None,
+        seal_version: 1,
         settings: KeySettings {
             name: format!("key {name}"),
             scopes: vec!["messages:send".to_owned()],

@@ -65,6 +65,18 @@ fn map_sqlite_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Whether a read failed only because another connection holds a lock (it may be tried again
+/// where waiting is allowed).
+pub(crate) fn is_busy(fail: &Fail) -> bool {
+    let StoreError::Unavailable(source) = &fail.0 else {
+        return false;
+    };
+    source
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        .is_some_and(|code| matches!(code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+}
+
 /// A row the code cannot read back: the database was edited by hand or is damaged.
 pub(crate) fn bad_row(what: &str) -> Fail {
     Fail(StoreError::Other(format!("unreadable database row: {what}").into()))

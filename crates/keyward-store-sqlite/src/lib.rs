@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod inline;
+mod keyring;
 mod org;
 mod rows;
 
@@ -41,15 +43,19 @@ include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
 /// the store answers `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Reader connections kept open between queries; more are opened on demand under load.
-const MAX_IDLE_READERS: usize = 4;
+/// Reader connections kept open between queries; more are opened on demand under load. Opening
+/// one costs a schema parse (about half a millisecond), so there are enough for the async workers'
+/// inline reads beside several blocking ones: with fewer, eight reads at once kept opening and
+/// closing connections, which was most of their p99.
+const MAX_IDLE_READERS: usize = 8;
 
 /// Rows returned by one `changes_since` call; the caller asks again from the returned sequence.
 const MAX_CHANGES: i64 = 1000;
 
 /// The sqlite store: one writer connection behind a mutex (sqlite has one writer at a time anyway)
 /// and a few reader connections, which WAL lets run beside the writer. Every query runs on
-/// tokio's blocking pool. Cloning is cheap and shares the connections.
+/// tokio's blocking pool, but the verification look-up, which runs where it is called (see
+/// `inline.rs`). Cloning is cheap and shares the connections.
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
@@ -59,6 +65,7 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     idle_readers: Mutex<Vec<Connection>>,
+    inline: inline::InlineGate,
 }
 
 impl SqliteStore {
@@ -74,7 +81,14 @@ impl SqliteStore {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Other(format!("{} cannot use WAL mode (got {mode})", path.display()).into()));
         }
-        Ok(Self { inner: Arc::new(Inner { path, writer: Mutex::new(writer), idle_readers: Mutex::new(Vec::new()) }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                idle_readers: Mutex::new(Vec::new()),
+                inline: inline::InlineGate::default(),
+            }),
+        })
     }
 
     /// The database file.
@@ -271,7 +285,7 @@ impl Store for SqliteStore {
 
     async fn find_key_by_hash(&self, hash: &KeyHash) -> StoreResult<Option<KeyRecord>> {
         let hash = hash.0;
-        self.read(move |conn| {
+        self.read_inline(move |conn| {
             let mut stmt = conn.prepare_cached(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE hash = ?1"))?;
             let mut rows = stmt.query([&hash[..]])?;
             rows.next()?.map(key_from_row).transpose()

@@ -150,6 +150,26 @@ impl OrgStore for SqliteOrgStore<'_> {
             .await
     }
 
+    async fn import_keys(&self, keys: &[(KeyRecord, NewAuditEvent)]) -> StoreResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let (org_id, keys) = (self.org_id.clone(), keys.to_vec());
+        self.store
+            .write(move |conn| {
+                for (key, event) in &keys {
+                    check_org(&org_id, &key.org_id)?;
+                    rows::insert_key(conn, key)?;
+                    append_event(conn, &org_id, event)?;
+                }
+                for (key, event) in &keys {
+                    log_change(conn, &org_id, Some(&key.hash), event.at)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     async fn find_key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>> {
         let (org_id, id) = (self.org_id.clone(), id.clone());
         self.store.read(move |conn| find_key(conn, &org_id, &id)).await

@@ -18,7 +18,7 @@ macro_rules! key_columns {
     () => {
         "seq, id, org_id, prefix, hash, sealed_signing_secret, name, scopes, hmac_required, rate_limit, \
          expires_at, ip_allowlist, phone_allowlist, channels, environment, external_id, meta, created_at, \
-         created_by, revoked_at, revoked_by, last_used_at"
+         created_by, revoked_at, revoked_by, last_used_at, hash_version, seal_version"
     };
 }
 pub(crate) use key_columns;
@@ -129,8 +129,9 @@ pub(crate) fn insert_key(conn: &Connection, key: &KeyRecord) -> DbResult<()> {
     conn.prepare_cached(
         "INSERT INTO api_keys (id, org_id, prefix, hash, sealed_signing_secret, name, scopes, hmac_required, \
          rate_limit, expires_at, ip_allowlist, phone_allowlist, channels, environment, external_id, meta, \
-         created_at, created_by, revoked_at, revoked_by, last_used_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+         created_at, created_by, revoked_at, revoked_by, last_used_at, hash_version, seal_version) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, \
+         ?22, ?23)",
     )?
     .execute(params![
         key.id.as_str(),
@@ -154,6 +155,8 @@ pub(crate) fn insert_key(conn: &Connection, key: &KeyRecord) -> DbResult<()> {
         opt_nanos(key.revoked_at)?,
         key.revoked_by,
         opt_nanos(key.last_used_at)?,
+        key.hash_version,
+        key.seal_version,
     ])?;
     Ok(())
 }
@@ -233,7 +236,9 @@ pub(crate) fn key_from_row(row: &Row<'_>) -> DbResult<KeyRecord> {
         org_id: OrgId::parse(&row.get::<_, String>("org_id")?).map_err(|_| bad_row("api_keys.org_id"))?,
         prefix: row.get("prefix")?,
         hash: KeyHash::from_slice(&hash).ok_or_else(|| bad_row("api_keys.hash"))?,
+        hash_version: version(row, "api_keys", "hash_version")?,
         sealed_signing_secret: row.get("sealed_signing_secret")?,
+        seal_version: version(row, "api_keys", "seal_version")?,
         settings,
         created_at: time("api_keys.created_at", row.get("created_at")?)?,
         created_by: row.get("created_by")?,
@@ -241,6 +246,12 @@ pub(crate) fn key_from_row(row: &Row<'_>) -> DbResult<KeyRecord> {
         revoked_by: row.get("revoked_by")?,
         last_used_at: opt_time("api_keys.last_used_at", row.get("last_used_at")?)?,
     })
+}
+
+/// A master key version column: a positive integer.
+pub(crate) fn version(row: &Row<'_>, table: &str, column: &str) -> DbResult<u32> {
+    let value: i64 = row.get(column)?;
+    u32::try_from(value).ok().filter(|v| *v > 0).ok_or_else(|| bad_row(&format!("{table}.{column}")))
 }
 
 pub(crate) fn org_from_row(row: &Row<'_>) -> DbResult<OrgRecord> {

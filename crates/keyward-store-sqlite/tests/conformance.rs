@@ -95,3 +95,68 @@ async fn a_row_edited_by_hand_is_an_error_not_a_panic() {
     raw.execute("INSERT INTO orgs (id, name, created_at) VALUES ('not an id', 'x', 0)", []).expect("insert a bad row");
     assert!(matches!(store.list_orgs().await, Err(StoreError::Other(_))));
 }
+
+/// Another process holding an exclusive `fcntl` lock on the WAL index's lock bytes (`<db>-shm`
+/// bytes 120–127), as a stuck or hostile process would; released on drop.
+struct ShmLock(std::process::Child);
+
+impl ShmLock {
+    fn take(database: &std::path::Path) -> Self {
+        let script = "import fcntl, os, sys\n\
+                      fd = os.open(sys.argv[1], os.O_RDWR)\n\
+                      fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 8, 120, 0)\n\
+                      print('locked', flush=True)\n\
+                      sys.stdin.read()\n";
+        let shm = format!("{}-shm", database.display());
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script, &shm])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        let stdout = child.stdout.as_mut().expect("stdout");
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).expect("read");
+        assert_eq!(line.trim(), "locked", "the helper could not lock {shm}");
+        Self(child)
+    }
+}
+
+impl Drop for ShmLock {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The verification look-up runs on the calling thread, one at a time: while one is stuck on a
+/// locked WAL index (sqlite retries for about ten seconds), the next goes to the blocking pool,
+/// where the caller's own time bound holds, and the async workers stay free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_read_stuck_on_a_lock_holds_one_worker_not_the_next_reads() {
+    use std::time::{Duration, Instant};
+    let (_dir, store) = temp_store();
+    store.migrate().await.expect("migrate");
+    let unknown = keyward_core::key::KeyHash([7; 32]);
+    assert_eq!(store.find_key_by_hash(&unknown).await.expect("find_key_by_hash"), None);
+
+    let lock = ShmLock::take(store.path());
+    let stuck = {
+        let store = store.clone();
+        tokio::spawn(async move { store.find_key_by_hash(&unknown).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let bounded = tokio::time::timeout(Duration::from_millis(300), store.find_key_by_hash(&unknown)).await;
+    assert!(bounded.is_err(), "the next read waits for the lock too, but on the pool: {bounded:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "its caller's bound held: {:?}", started.elapsed());
+    assert!(!stuck.is_finished(), "the first read is still waiting for the lock");
+
+    drop(lock);
+    let first = tokio::time::timeout(Duration::from_secs(15), stuck).await.expect("sqlite's retries end");
+    assert_eq!(first.expect("the task ran").expect("it reads once the lock is gone"), None);
+    for _ in 0..3 {
+        assert_eq!(store.find_key_by_hash(&unknown).await.expect("reads are back"), None);
+    }
+}

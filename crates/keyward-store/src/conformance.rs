@@ -5,6 +5,8 @@
 //! a missing org changes nothing, a follower behind the pruned feed forgets every org.
 //! Call [`run_all`] with a [`Backend`]; it panics on the first broken promise, naming it.
 
+mod keyring;
+
 use std::sync::Arc;
 
 use keyward_core::audit::{chain_hash, GENESIS};
@@ -52,7 +54,9 @@ fn key(n: u8, org: &OrgId, created_by: &str) -> KeyRecord {
         org_id: org.clone(),
         prefix: format!("kw_live_0000000{n}"),
         hash: KeyHash([n; 32]),
+        hash_version: 1,
         sealed_signing_secret: None,
+        seal_version: 1,
         settings: KeySettings {
             name: format!("key {n}"),
             scopes: vec!["messages:send".to_owned()],
@@ -158,7 +162,10 @@ pub async fn run_all(backend: &dyn Backend) {
     run(backend.open(&database).await.as_ref()).await;
     concurrent_writers_keep_the_audit_chain(backend).await;
     writing_into_a_missing_org_is_not_found(backend).await;
+    a_bulk_import_is_one_transaction(backend).await;
     a_follower_behind_the_pruned_feed_is_told_to_forget_every_org(backend).await;
+    keyring::master_key_rotation_story(backend).await;
+    keyring::two_nodes_rotating_at_once_record_one_version(backend).await;
 }
 
 /// Runs the single-store story. `store` must be freshly created and empty.
@@ -953,6 +960,65 @@ async fn writing_into_a_missing_org_is_not_found(backend: &dyn Backend) {
     assert!(matches!(store.org(&missing.id).insert_key(&new, &event).await, Err(StoreError::NotFound)));
     assert_eq!(store.latest_change().await.expect("latest_change"), 0, "nothing reached the feed");
     assert!(store.org(&missing.id).audit_chain().await.expect("audit_chain").is_empty(), "no event either");
+}
+
+/// Key `n` of `org` with its `key.created` event, for an import.
+fn key_created(n: u8, org: &OrgId) -> (KeyRecord, NewAuditEvent) {
+    let key = key(n, org, "operator");
+    let event = NewAuditEvent {
+        id: EventId::parse(&format!("evt_import{n}")).expect("a valid id"),
+        at: at(i64::from(n)),
+        actor: Actor::operator(),
+        actor_ip: None,
+        user_agent: None,
+        action: "key.created".to_owned(),
+        target_type: "api_key".to_owned(),
+        target_id: key.id.as_str().to_owned(),
+        target_name: key.settings.name.clone(),
+        changes: Value::Null,
+        trace_id: format!("{n:032x}"),
+    };
+    (key, event)
+}
+
+/// An import stores every key with its event and feed entry, in the order given; a batch with
+/// one bad key (a hash already stored, another org's key) writes nothing at all.
+async fn a_bulk_import_is_one_transaction(backend: &dyn Backend) {
+    let store = backend.open(&backend.create_database().await).await;
+    store.migrate().await.expect("migrate");
+    let (a, b) = (org_record("org_a"), org_record("org_b"));
+    store.insert_org(&a).await.expect("insert org");
+    store.insert_org(&b).await.expect("insert org");
+    let org = store.org(&a.id);
+    org.import_keys(&[]).await.expect("an empty import is nothing to do");
+    assert_eq!(store.latest_change().await.expect("latest_change"), 0, "an empty import writes nothing");
+
+    let batch: Vec<_> = (1..=3).map(|n| key_created(n, &a.id)).collect();
+    org.import_keys(&batch).await.expect("import_keys");
+    for (key, _) in &batch {
+        assert_eq!(store.find_key_by_hash(&key.hash).await.expect("find_key_by_hash").as_ref(), Some(key));
+    }
+    let chain = org.audit_chain().await.expect("audit_chain");
+    assert_eq!(crate::verify_chain(&chain), Ok(3), "the imported events form the org's chain");
+    let events: Vec<_> = chain.into_iter().map(|record| record.event).collect();
+    assert_eq!(events, batch.iter().map(|(_, event)| event.clone()).collect::<Vec<_>>(), "in the order given");
+    let (changes, seq) = store.changes_since(0).await.expect("changes_since");
+    assert_eq!(changes, batch.iter().map(|(key, _)| Change::Key(key.hash)).collect::<Vec<_>>(), "one per key");
+
+    // Key 2's hash again, behind two good keys: the whole batch is refused.
+    let mut again = key_created(6, &a.id);
+    again.0.hash = batch[1].0.hash;
+    let refused = [key_created(4, &a.id), key_created(5, &a.id), again];
+    assert!(org.import_keys(&refused).await.is_err(), "a hash already stored fails the import");
+    let foreign = [key_created(7, &a.id), key_created(8, &b.id)];
+    assert!(org.import_keys(&foreign).await.is_err(), "another org's key fails the import");
+    for (key, _) in refused.iter().chain(&foreign).filter(|(key, _)| key.hash != batch[1].0.hash) {
+        assert_eq!(store.find_key_by_hash(&key.hash).await.expect("find_key_by_hash"), None, "{} not stored", key.id);
+    }
+    assert_eq!(org.audit_chain().await.expect("audit_chain").len(), 3, "no event of a failed import");
+    assert_eq!(store.changes_since(seq).await.expect("changes_since").0, [], "nothing of it reached the feed");
+    let listed = org.list_keys(&key_filter(None, None), page(10, None)).await.expect("list_keys");
+    assert_eq!(ids(&listed.items), ["key_k3", "key_k2", "key_k1"], "newest first, as inserted");
 }
 
 async fn a_follower_behind_the_pruned_feed_is_told_to_forget_every_org(backend: &dyn Backend) {

@@ -14,7 +14,10 @@ use time::OffsetDateTime;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod keyring;
 pub mod rules;
+
+pub use keyring::KeyringStore;
 
 /// How often a key change is re-decided when another writer changed the key in between.
 const MAX_ATTEMPTS: usize = 5;
@@ -98,10 +101,15 @@ pub struct AuditRecord {
 impl NewAuditEvent {
     /// The fixed-order text the chain hash covers. Changing it breaks every stored chain.
     pub fn canonical(&self, org_id: &OrgId) -> String {
+        self.canonical_in(&serde_json::Value::from(org_id.as_str()))
+    }
+
+    /// The canonical text with `org` (an org id, or `null` on the operator's chain) in its place.
+    fn canonical_in(&self, org: &serde_json::Value) -> String {
         let at = keyward_core::record::time_json(Some(self.at));
         let mut canonical = serde_json::json!([
             self.id.as_str(),
-            org_id.as_str(),
+            org,
             at,
             self.actor.kind.as_str(),
             self.actor.id,
@@ -127,6 +135,12 @@ impl NewAuditEvent {
     /// this inside the change's transaction, with the head locked.
     pub fn chain_hash(&self, org_id: &OrgId, prev_hash: &str) -> String {
         keyward_core::audit::chain_hash(prev_hash, &self.canonical(org_id))
+    }
+
+    /// This event's link in the operator's chain (events of no org: master-key rotations), whose
+    /// canonical form has `null` where an org's has its id.
+    pub fn operator_chain_hash(&self, prev_hash: &str) -> String {
+        keyward_core::audit::chain_hash(prev_hash, &self.canonical_in(&serde_json::Value::Null))
     }
 }
 
@@ -332,7 +346,7 @@ pub struct KeyWrite<'a> {
 /// The backend. Global methods are the ones with no tenant: orgs, settings, the verification
 /// look-up by hash (the hash identifies the org), last-used batches and the change feed.
 #[async_trait]
-pub trait Store: Send + Sync + fmt::Debug {
+pub trait Store: KeyringStore + Send + Sync + fmt::Debug {
     /// Creates or upgrades the schema. Safe to run on every start.
     async fn migrate(&self) -> StoreResult<()>;
     /// A cheap round trip, for `/readyz`.
@@ -399,6 +413,11 @@ pub trait OrgStore: Send + Sync {
     /// Stores a new key with its `key.created` event (and a feed entry, which drops any cached
     /// "no such key" of its hash).
     async fn insert_key(&self, key: &KeyRecord, event: &NewAuditEvent) -> StoreResult<()>;
+    /// A bulk import (keys moved from another system, a benchmark's million): each key as
+    /// [`OrgStore::insert_key`] stores it, with its event and feed entry, but the whole batch in
+    /// one transaction, all or nothing. Events join the org's audit chain in the order given.
+    /// The caller picks the batch size: a few thousand keys a call keeps each transaction short.
+    async fn import_keys(&self, keys: &[(KeyRecord, NewAuditEvent)]) -> StoreResult<()>;
     async fn find_key(&self, id: &KeyId) -> StoreResult<Option<KeyRecord>>;
     async fn list_keys(&self, filter: &KeyFilter, page: Page) -> StoreResult<Paged<KeyRecord>>;
     /// Writes a change decided by [`rules`] in one transaction: compare-and-swap `before` for

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use keyward_core::crypto::MasterKey;
-use keyward_core::key::KeyHash;
+use keyward_core::keyring::Keyring;
 use keyward_runtime::redis::{RedisShared, ReplayFallback};
-use keyward_runtime::{SharedState, SystemClock};
+use keyward_runtime::{Clock as _, SharedState, SystemClock};
 use keyward_server::config::Config;
+use keyward_server::master_key::{self, KeyringFile, KeyringSource, KeyringText, OperatorToken};
 use keyward_server::{Deps, Keyward};
 use keyward_store::Store;
 use keyward_store_postgres::PostgresStore;
@@ -116,42 +117,47 @@ fn secret_env(name: &str) -> anyhow::Result<Option<String>> {
     }
 }
 
-const MASTER_KEY_CHECK: &str = "master_key_check";
-const OPERATOR_TOKEN_HASH: &str = "operator_token_hash";
-
-/// `KEYWARD_MASTER_KEY`, or the key file beside the SQLite database (generated on first start).
-pub async fn master_key(store: &dyn Store, db_path: Option<&Path>) -> anyhow::Result<MasterKey> {
-    let key = if let Some(text) = secret_env("KEYWARD_MASTER_KEY")? {
-        MasterKey::from_base64(&text).map_err(|e| UsageError(format!("KEYWARD_MASTER_KEY: {e}")))?
-    } else {
-        let db_path = db_path.ok_or_else(|| UsageError("set KEYWARD_MASTER_KEY (32 bytes, base64)".to_owned()))?;
-        key_file(db_path)?
-    };
-    // A database hashed under another master key would reject every key: refuse to start instead.
-    let check = hex::encode(key.pepper().hash("keyward master key check").as_bytes());
-    if !store.put_setting_if_absent(MASTER_KEY_CHECK, &check).await? {
-        let stored = store.setting(MASTER_KEY_CHECK).await?.unwrap_or_default();
-        if stored != check {
-            anyhow::bail!("the master key does not match the one this database was created with (KEYWARD_MASTER_KEY or the .master-key file)");
+/// Where the master keyring comes from: `KEYWARD_MASTER_KEY`, the file `KEYWARD_MASTER_KEY_FILE`
+/// names, or the key file beside the SQLite database (generated, with one key, on first start).
+pub fn keyring_source(db_path: Option<&Path>) -> anyhow::Result<Arc<dyn KeyringSource>> {
+    if let Ok(text) = std::env::var("KEYWARD_MASTER_KEY") {
+        return Ok(Arc::new(KeyringText::new("KEYWARD_MASTER_KEY", text)));
+    }
+    if let Ok(path) = std::env::var("KEYWARD_MASTER_KEY_FILE") {
+        return Ok(Arc::new(KeyringFile::new(path)));
+    }
+    let db_path = db_path.ok_or_else(|| UsageError("set KEYWARD_MASTER_KEY (32 bytes, base64)".to_owned()))?;
+    let path = master_key_file(db_path);
+    if !path.exists() {
+        let key = MasterKey::generate(&mut rand::rngs::OsRng);
+        // A keyring of one key is written as the bare key, as before versions existed.
+        match write_private(&path, &key.to_base64()) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                "generated a new master key file; back it up, and set KEYWARD_MASTER_KEY on every node that shares this database"
+            ),
+            // Another process made it first: read theirs.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error).with_context(|| format!("cannot write {}", path.display())),
         }
     }
-    Ok(key)
+    Ok(Arc::new(KeyringFile::new(path)))
 }
 
-fn key_file(db_path: &Path) -> anyhow::Result<MasterKey> {
+/// The keyring from `source`, checked against the versions the database knows and with its
+/// current version current. A database that knows none learns the keyring's (a new database,
+/// or one made before master keys had versions). A key that is not the one the database knows
+/// under its version refuses to start: it would reject every key.
+pub async fn keyring(store: &dyn Store, source: &dyn KeyringSource) -> anyhow::Result<Keyring> {
+    let keyring = source.load().map_err(|e| UsageError(e.0))?;
+    master_key::reconcile(store, keyring, true, SystemClock.now()).await.map_err(|e| anyhow::anyhow!(e))
+}
+
+/// `keyward.db` → `keyward.db.master-key`.
+fn master_key_file(db_path: &Path) -> PathBuf {
     let mut file_name = db_path.file_name().unwrap_or_default().to_os_string();
     file_name.push(".master-key");
-    let path = db_path.with_file_name(file_name);
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        return MasterKey::from_base64(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
-    }
-    let key = MasterKey::generate(&mut rand::rngs::OsRng);
-    write_private(&path, &key.to_base64()).with_context(|| format!("cannot write {}", path.display()))?;
-    tracing::warn!(
-        path = %path.display(),
-        "generated a new master key file; back it up, and set KEYWARD_MASTER_KEY on every node that shares this database"
-    );
-    Ok(key)
+    db_path.with_file_name(file_name)
 }
 
 /// Creates the file with mode 0600 (the master key must not be world-readable).
@@ -166,49 +172,62 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Whether the operator token is given (`KEYWARD_OPERATOR_TOKEN`), not the stored generated one.
+pub fn operator_token_given() -> bool {
+    std::env::var_os("KEYWARD_OPERATOR_TOKEN").is_some() || std::env::var_os("KEYWARD_OPERATOR_TOKEN_FILE").is_some()
+}
+
 /// `KEYWARD_OPERATOR_TOKEN`, or the stored hash of a token generated (and printed) on first start.
-pub async fn operator_token_hash(store: &dyn Store, key: &MasterKey, announce: bool) -> anyhow::Result<KeyHash> {
-    let pepper = key.pepper();
+pub async fn operator_token(store: &dyn Store, keyring: &Keyring, announce: bool) -> anyhow::Result<OperatorToken> {
     if let Some(token) = secret_env("KEYWARD_OPERATOR_TOKEN")? {
         if token.trim().len() < 16 {
             return Err(UsageError("KEYWARD_OPERATOR_TOKEN must be at least 16 characters".to_owned()).into());
         }
-        return Ok(pepper.hash(token.trim()));
+        return Ok(OperatorToken::given(keyring, token.trim()));
     }
-    if let Some(stored) = store.setting(OPERATOR_TOKEN_HASH).await? {
-        let bytes = hex::decode(stored).ok().and_then(|b| KeyHash::from_slice(&b));
-        return bytes.ok_or_else(|| anyhow::anyhow!("the stored operator token hash is corrupt"));
+    if let Some(stored) = store.setting(master_key::OPERATOR_TOKEN_HASH).await? {
+        let (version, hash) = master_key::parse_stored_operator_token(&stored)
+            .ok_or_else(|| anyhow::anyhow!("the stored operator token hash is corrupt"))?;
+        return Ok(OperatorToken::stored(keyring, version, hash)?);
     }
     let token = format!("kwop_{}", keyward_core::base62::random_string(&mut rand::rngs::OsRng, 40));
-    let hash = pepper.hash(&token);
-    if store.put_setting_if_absent(OPERATOR_TOKEN_HASH, &hex::encode(hash.as_bytes())).await? {
+    let (version, hash) = keyring.hash(&token);
+    let stored = master_key::stored_operator_token(version, &hash);
+    if store.put_setting_if_absent(master_key::OPERATOR_TOKEN_HASH, &stored).await? {
         if announce {
             // Printed once, on purpose, outside the log stream: it is never shown again.
             eprintln!("\n  keyward operator token (shown once, stored hashed; keep it safe):\n\n    {token}\n");
         }
-        Ok(hash)
+        Ok(OperatorToken::stored(keyring, version, hash)?)
     } else {
         // Another process generated it first.
-        Box::pin(operator_token_hash(store, key, announce)).await
+        Box::pin(operator_token(store, keyring, announce)).await
     }
 }
 
 /// Everything a command needs to act like the server.
 pub async fn keyward(global: &GlobalArgs, announce_token: bool) -> anyhow::Result<Arc<Keyward>> {
-    let config = load_config(global)?;
+    keyward_with(global, load_config(global)?, announce_token).await
+}
+
+/// [`keyward`] with a config already loaded (and completed by the command's flags).
+pub async fn keyward_with(global: &GlobalArgs, config: Config, announce_token: bool) -> anyhow::Result<Arc<Keyward>> {
     let (store, path) = open_store(global).await?;
-    let master_key = master_key(store.as_ref(), path.as_deref()).await?;
-    let operator_token_hash = operator_token_hash(store.as_ref(), &master_key, announce_token).await?;
+    let source = keyring_source(path.as_deref())?;
+    let keyring = keyring(store.as_ref(), source.as_ref()).await?;
+    let operator_token = operator_token(store.as_ref(), &keyring, announce_token).await?;
     let shared = shared_state(&config).await?;
-    Ok(Keyward::new(Deps {
+    let keyward = Keyward::new(Deps {
         config,
         store,
-        master_key,
+        keyring,
         clock: Arc::new(SystemClock),
-        operator_token_hash,
+        operator_token,
         shared,
         node_id: node_id(),
-    }))
+    });
+    keyward.master_keys.set_source(source);
+    Ok(keyward)
 }
 
 /// `KEYWARD_NODE_ID`, or this host's name and process id: what `/readyz` calls this node.

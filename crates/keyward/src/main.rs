@@ -36,6 +36,9 @@ enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(cmd::audit::Command),
+    /// Rotate the master key: status, rotate, add, retire.
+    #[command(subcommand, name = "master-key")]
+    MasterKey(cmd::master_key::Command),
     /// Print the signature headers for a request (for clients and debugging).
     Sign(cmd::sign::Args),
     /// Configuration helpers.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             Command::Keys(command) => cmd::keys::run(&cli.global, command).await,
             Command::Member(command) => cmd::member::run(&cli.global, command).await,
             Command::Audit(command) => cmd::audit::run(&cli.global, command).await,
+            Command::MasterKey(command) => cmd::master_key::run(&cli.global, command).await,
             Command::Sign(args) => cmd::sign::run(&cli.global, &args),
             Command::Config(command) => {
                 cmd::config::run(&command);

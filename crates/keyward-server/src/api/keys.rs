@@ -417,8 +417,7 @@ pub async fn lookup(
 ) -> Result<Json<KeyEnvelope>, ApiError> {
     caller.require(Permission::ReadKeys)?;
     let parsed = state.config.key_format.parse(&body.key).ok_or(ApiError::NotFound)?;
-    let hash = state.verifier.pepper().hash(parsed.expose());
-    let key = state.store.find_key_by_hash(&hash).await?.ok_or(ApiError::NotFound)?;
+    let key = state.find_key_by_value(&parsed).await?.ok_or(ApiError::NotFound)?;
     // Another org's key looks exactly like no key.
     if caller.principal.org_id().is_some_and(|own| *own != key.org_id) {
         return Err(ApiError::NotFound);

@@ -1,5 +1,5 @@
-//! Console login and logout: `POST /v1/session` sets the `keyward_session` cookie and returns
-//! the CSRF token the console sends back in `X-CSRF-Token`.
+//! Console login and logout: `POST /v1/session` sets the `keyward_session` cookie
+//! (`__Host-keyward_session` over TLS) and returns the CSRF token the console sends back in `X-CSRF-Token`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::members::MemberView;
 use super::orgs::OrgView;
 use crate::app::AppState;
-use crate::auth::{Caller, Principal, RequestMeta, SESSION_COOKIE};
+use crate::auth::{session_cookie_name, Caller, Principal, RequestMeta};
 use crate::extract::ApiJson;
 use crate::manage::LoginError;
 use crate::problem::{ApiError, Problem};
@@ -62,11 +62,12 @@ pub async fn create(
     Ok(response)
 }
 
-/// `keyward_session=…; HttpOnly; SameSite=Strict; Path=/; Max-Age=…` (+ `Secure` over TLS).
+/// `keyward_session=…; HttpOnly; SameSite=Strict; Path=/; Max-Age=…`; over TLS
+/// `__Host-keyward_session=…` with `Secure` too (and never a `Domain`, which `__Host-` forbids).
 pub fn session_cookie(token: &str, max_age_seconds: i64, secure: bool) -> HeaderValue {
+    let name = session_cookie_name(secure);
     let secure = if secure { "; Secure" } else { "" };
-    let text =
-        format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_seconds}{secure}");
+    let text = format!("{name}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_seconds}{secure}");
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("keyward_session=; Max-Age=0"))
 }
 

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::api::session::session_cookie;
 use crate::app::AppState;
-use crate::auth::{session_token, RequestMeta};
+use crate::auth::{session_token_for, RequestMeta};
 use crate::manage::LoginError;
 
 pub use pages::{render_forbidden, render_login, render_not_found};
@@ -84,19 +84,20 @@ pub struct ConsoleUser {
     pub member: MemberRecord,
     pub org: OrgRecord,
     pub csrf_token: String,
+    /// The session's token hash (what logout deletes).
+    pub session: keyward_core::key::KeyHash,
 }
 
 impl ConsoleUser {
-    /// The session behind the cookie, if it is valid.
-    async fn from_headers(headers: &HeaderMap, state: &AppState) -> Option<Self> {
-        let token = session_token(headers)?;
-        let hash = state.verifier.pepper().hash(token);
-        let (session, member) = state.store.find_session(&hash).await.ok()??;
+    /// The session behind the cookie (named for HTTPS or plain HTTP), if it is valid.
+    async fn from_headers(headers: &HeaderMap, https: bool, state: &AppState) -> Option<Self> {
+        let token = session_token_for(headers, https)?;
+        let (session, member, pepper) = state.find_session(token).await.ok()??;
         if session.expires_at <= state.clock.now() {
             return None;
         }
         let org = state.store.find_org(&member.org_id).await.ok()??;
-        Some(Self { csrf_token: state.csrf_token(token), member, org })
+        Some(Self { csrf_token: pepper.csrf_token(token), member, org, session: pepper.hash })
     }
 }
 
@@ -108,20 +109,21 @@ impl axum::extract::FromRequestParts<AppState> for ConsoleUser {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        Self::from_headers(&parts.headers, state).await.ok_or_else(|| Redirect::to("/login").into_response())
+        let https = crate::auth::is_https(parts, state);
+        Self::from_headers(&parts.headers, https, state).await.ok_or_else(|| Redirect::to("/login").into_response())
     }
 }
 
-async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match ConsoleUser::from_headers(&headers, &state).await {
+async fn home(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap) -> Response {
+    match ConsoleUser::from_headers(&headers, meta.https, &state).await {
         Some(user) if user.member.role.manages_keys() => Redirect::to("/settings/api-keys").into_response(),
         Some(user) => render_forbidden(&user),
         None => Redirect::to("/login").into_response(),
     }
 }
 
-async fn login_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if ConsoleUser::from_headers(&headers, &state).await.is_some() {
+async fn login_page(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap) -> Response {
+    if ConsoleUser::from_headers(&headers, meta.https, &state).await.is_some() {
         return Redirect::to("/").into_response();
     }
     render_login(StatusCode::OK, "", None)
@@ -190,10 +192,9 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
 ) -> Response {
-    if let Some(user) = ConsoleUser::from_headers(&headers, &state).await {
+    if let Some(user) = ConsoleUser::from_headers(&headers, meta.https, &state).await {
         if keyward_core::key::ct_eq(form.csrf_token.as_bytes(), user.csrf_token.as_bytes()) {
-            let token = session_token(&headers).unwrap_or_default();
-            let hash = state.verifier.pepper().hash(token);
+            let hash = user.session;
             let principal = crate::auth::Principal::Member {
                 id: user.member.id.clone(),
                 org_id: user.org.id.clone(),

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use super::ConsoleUser;
 use crate::app::AppState;
+use crate::auth::RequestMeta;
 use crate::problem::ApiError;
 
 /// What every signed-in page shows: who, which org, and where to go.
@@ -168,8 +169,8 @@ pub fn render_not_found(user: &ConsoleUser) -> Response {
 }
 
 /// Any other `/settings/…` path: an HTML page, not the API's problem+json.
-pub async fn not_found(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match ConsoleUser::from_headers(&headers, &state).await {
+pub async fn not_found(State(state): State<AppState>, meta: RequestMeta, headers: HeaderMap) -> Response {
+    match ConsoleUser::from_headers(&headers, meta.https, &state).await {
         Some(user) => render_not_found(&user),
         None => Redirect::to("/login").into_response(),
     }

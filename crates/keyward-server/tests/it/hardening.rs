@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use keyward_core::crypto::MasterKey;
 use keyward_runtime::ManualClock;
 use keyward_server::config::Config;
+use keyward_server::master_key::OperatorToken;
 use keyward_server::{Deps, Keyward};
 use keyward_store::Store;
 use keyward_store_sqlite::SqliteStore;
@@ -42,10 +43,10 @@ impl FileApp {
         let master_key = MasterKey::generate(&mut rand::rngs::OsRng);
         let operator_token = format!("kwop_test_{}", keyward_core::base62::random_string(&mut rand::rngs::OsRng, 32));
         let keyward = Keyward::new(Deps {
-            operator_token_hash: master_key.pepper().hash(&operator_token),
+            operator_token: OperatorToken::given(&master_key.clone().into(), &operator_token),
             config,
             store: Arc::new(store) as Arc<dyn Store>,
-            master_key,
+            keyring: master_key.into(),
             clock: Arc::new(ManualClock::new(START)),
             shared: None,
             node_id: "test".to_owned(),

@@ -62,6 +62,8 @@ async fn login_sets_an_http_only_strict_session_cookie_without_secure_over_plain
     assert_eq!(keys.status, StatusCode::OK, "the cookie opens the console API: {:#}", keys.body);
 }
 
+/// Behind a TLS proxy the answer carries HSTS and the cookie is `__Host-keyward_session`,
+/// `Secure` (the listener's own TLS: `crates/keyward/tests/tls.rs`).
 #[tokio::test]
 async fn the_cookie_is_secure_only_when_a_trusted_proxy_says_the_request_came_over_https() {
     let trusted = spawn_app_with(trusted_proxy_config()).await;
@@ -88,10 +90,25 @@ async fn the_cookie_is_secure_only_when_a_trusted_proxy_says_the_request_came_ov
         }
         let (answer, headers) = app.send_with_headers(request).await;
         assert_eq!(answer.status, StatusCode::OK, "{:#}", answer.body);
+        let hsts = headers.get("strict-transport-security").and_then(|v| v.to_str().ok());
+        assert_eq!(hsts, secure.then_some("max-age=63072000; includeSubDomains"), "{proto:?}");
         let login = login_from(&answer, &headers);
+        let name = if secure { "__Host-keyward_session=" } else { "keyward_session=" };
+        assert!(login.cookie.starts_with(name), "{proto:?}: {}", login.set_cookie);
         let attributes = cookie_attributes(&login.set_cookie);
         assert_eq!(attribute(&attributes, "secure").is_some(), secure, "{proto:?}: {}", login.set_cookie);
         assert!(attribute(&attributes, "httponly").is_some() && attribute(&attributes, "samesite") == Some("Strict"));
+        assert_eq!(attribute(&attributes, "path"), Some("/"), "{}", login.set_cookie);
+        assert!(attribute(&attributes, "domain").is_none(), "{}", login.set_cookie);
+        if secure {
+            // Over HTTPS only the prefixed cookie is a session: one planted under the plain name is not.
+            let token = login.cookie.trim_start_matches(name);
+            let keys = app.url(&format!("/v1/orgs/{}/keys", login.body["org"]["id"].as_str().expect("org id")));
+            let with =
+                |cookie: String| app.client.get(&keys).header("cookie", cookie).header("x-forwarded-proto", "https");
+            assert_eq!(app.send(with(login.cookie.clone())).await.status, StatusCode::OK);
+            assert_eq!(app.send(with(format!("keyward_session={token}"))).await.status, StatusCode::UNAUTHORIZED);
+        }
 
         // Logging out clears the cookie with the same flags.
         let mut logout = app.authed(app.client.delete(app.url("/v1/session")), &login.auth());
@@ -102,7 +119,7 @@ async fn the_cookie_is_secure_only_when_a_trusted_proxy_says_the_request_came_ov
         assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:#}", answer.body);
         let cleared = headers.get("set-cookie").and_then(|v| v.to_str().ok()).expect("set-cookie").to_owned();
         let attributes = cookie_attributes(&cleared);
-        assert!(cleared.starts_with("keyward_session=;"), "{cleared}");
+        assert!(cleared.starts_with(&format!("{name};")), "{cleared}");
         assert_eq!(attribute(&attributes, "max-age"), Some("0"), "{cleared}");
         assert_eq!(attribute(&attributes, "secure").is_some(), secure, "{proto:?}: {cleared}");
     }

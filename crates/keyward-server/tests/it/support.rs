@@ -7,6 +7,7 @@ use std::time::Duration;
 use keyward_core::crypto::MasterKey;
 use keyward_runtime::ManualClock;
 use keyward_server::config::Config;
+use keyward_server::master_key::OperatorToken;
 use keyward_server::{Deps, Keyward};
 use keyward_store::Store;
 use keyward_store_postgres::PostgresStore;
@@ -118,10 +119,10 @@ pub async fn spawn_app_with(config: Config) -> TestApp {
     let operator_token = format!("kwop_test_{}", keyward_core::base62::random_string(&mut rand::rngs::OsRng, 32));
     let clock = Arc::new(ManualClock::new(START));
     let keyward = Keyward::new(Deps {
-        operator_token_hash: master_key.pepper().hash(&operator_token),
+        operator_token: OperatorToken::given(&master_key.clone().into(), &operator_token),
         config,
         store,
-        master_key,
+        keyring: master_key.into(),
         clock: clock.clone(),
         shared: None,
         node_id: "test".to_owned(),

@@ -78,7 +78,9 @@ pub fn same_state(stored: &KeyRecord, decided_on: &KeyRecord) -> bool {
     stored.id == decided_on.id
         && stored.org_id == decided_on.org_id
         && stored.hash == decided_on.hash
+        && stored.hash_version == decided_on.hash_version
         && stored.sealed_signing_secret == decided_on.sealed_signing_secret
+        && stored.seal_version == decided_on.seal_version
         && stored.settings == decided_on.settings
         && stored.revoked_at == decided_on.revoked_at
         && stored.revoked_by == decided_on.revoked_by

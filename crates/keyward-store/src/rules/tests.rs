@@ -16,7 +16,9 @@ fn key(expires_at: Option<OffsetDateTime>) -> KeyRecord {
         org_id: OrgId::parse("org_1").expect("a valid id"),
         prefix: "kw_live_00000001".to_owned(),
         hash: KeyHash([1; 32]),
+        hash_version: 1,
         sealed_signing_secret: None,
+        seal_version: 1,
         settings: KeySettings {
             name: "Sender".to_owned(),
             scopes: vec!["messages:send".to_owned()],

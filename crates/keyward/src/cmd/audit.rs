@@ -4,7 +4,8 @@ use crate::boot::{self, GlobalArgs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Check every org's audit chain; exit 1 at the first broken link.
+    /// Check every org's audit chain, and the operator's (master-key rotations); exit 1 at the
+    /// first broken link.
     Verify,
 }
 
@@ -20,6 +21,13 @@ pub async fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
             Err(broken) => anyhow::bail!("org {}: {broken}", org.id),
         }
     }
-    println!("audit log intact: {checked} events checked");
+    let operator = store.operator_audit().await?;
+    let operator = keyward_store::keyring::verify_operator_chain(&operator)
+        .map_err(|broken| anyhow::anyhow!("operator log: {broken}"))?;
+    if operator == 0 {
+        println!("audit log intact: {checked} events checked");
+    } else {
+        println!("audit log intact: {checked} events checked, and {operator} operator events");
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod completions;
 pub mod config;
 pub mod keys;
+pub mod master_key;
 pub mod member;
 pub mod migrate;
 pub mod org;

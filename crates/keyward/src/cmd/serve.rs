@@ -1,8 +1,12 @@
 //! `keyward serve`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
+use keyward_server::config::TlsFiles;
+use keyward_server::tls::Tls;
 
 use crate::boot::{self, GlobalArgs, UsageError};
 
@@ -11,15 +15,48 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "KEYWARD_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
+    /// TLS certificate chain (PEM): serve HTTPS. Overrides the config file's `tls_cert`.
+    #[arg(long, env = "KEYWARD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM), with --tls-cert. Overrides the config file's `tls_key`.
+    #[arg(long, env = "KEYWARD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 pub async fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<()> {
     let listen: SocketAddr = args.listen.parse().map_err(|_| {
         UsageError(format!("--listen / KEYWARD_LISTEN: {:?} is not an address such as 127.0.0.1:8080", args.listen))
     })?;
-    boot::load_config(global)?;
-    let keyward = boot::keyward(global, true).await?;
+    let mut config = boot::load_config(global)?;
+    // The flags (or their environment variables) replace the file's pair, and are a pair too.
+    if args.tls_cert.is_some() || args.tls_key.is_some() {
+        config.tls = TlsFiles::pair(args.tls_cert, args.tls_key)
+            .map_err(|e| UsageError(format!("--tls-cert / --tls-key (KEYWARD_TLS_CERT / KEYWARD_TLS_KEY): {e}")))?;
+    }
+    // Before anything is opened: a certificate that cannot be served stops the start.
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(Tls::load(files).map_err(|e| UsageError(e.to_string()))?)),
+        None => None,
+    };
+    let keyward = boot::keyward_with(global, config, true).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    if tls.is_none() && !listen.ip().is_loopback() && keyward.config.trusted_proxies.is_empty() {
+        tracing::warn!(
+            address = %listen,
+            "serving plain HTTP beyond loopback: set tls_cert and tls_key, or list the TLS proxy in front in trusted_proxies"
+        );
+    }
+    // Registered before the start is announced, so a SIGHUP sent from then on reloads.
+    #[cfg(unix)]
+    let hangup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hangup(hangup, tls.clone()));
+    #[cfg(unix)]
+    tokio::spawn(reload_keyring_on_hangup(
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+        keyward.clone(),
+    ));
     // Both listeners stop on the same signal.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let gateway = match keyward.config.gateway.clone() {
@@ -46,17 +83,52 @@ pub async fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    tracing::info!(address = %listener.local_addr()?, database = %boot::redacted_url(&global.database_url), "keyward is serving");
+    tracing::info!(
+        address = %listener.local_addr()?,
+        https = tls.is_some(),
+        database = %boot::redacted_url(&global.database_url),
+        "keyward is serving"
+    );
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
     });
-    keyward_server::serve(listener, keyward, until(stopped)).await?;
+    keyward_server::serve_with_tls(listener, keyward, tls, until(stopped)).await?;
     if let Some(gateway) = gateway {
         gateway.await.context("the gateway task failed")?.context("the gateway failed")?;
     }
     tracing::info!("stopped; pending last-used times were flushed");
     Ok(())
+}
+
+/// SIGHUP: read `tls_cert` and `tls_key` again. New connections get the new certificate; files
+/// that cannot be served leave the current one in place.
+#[cfg(unix)]
+async fn reload_on_hangup(mut hangup: tokio::signal::unix::Signal, tls: Option<Arc<Tls>>) {
+    while hangup.recv().await.is_some() {
+        match &tls {
+            None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+            Some(tls) => match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert = %tls.files().cert.display(),
+                    "SIGHUP: TLS certificate reloaded; new connections get it"
+                ),
+                Err(error) => {
+                    tracing::error!(%error, "SIGHUP: TLS certificate not reloaded; still serving the previous one");
+                }
+            },
+        }
+    }
+}
+
+/// SIGHUP: read the master keyring again (a key added ahead of a rotation). The database's
+/// versions are followed anyway, every second.
+#[cfg(unix)]
+async fn reload_keyring_on_hangup(mut hangup: tokio::signal::unix::Signal, keyward: Arc<keyward_server::Keyward>) {
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reading the master keyring again");
+        keyward.master_keys.request_reload();
+    }
 }
 
 /// Resolves once `stopped` turns true.
