@@ -119,4 +119,23 @@ impl Code {
     pub const fn title(self) -> &'static str {
         self.row().2
     }
+
+    /// The code whose string form is `text` (`"INVALID_API_KEY"`), for clients reading an answer.
+    pub fn parse(text: &str) -> Option<Code> {
+        Self::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    #[test]
+    fn every_code_parses_back_from_its_string_and_nothing_else_does() {
+        for code in Code::ALL {
+            assert_eq!(Code::parse(code.as_str()), Some(code));
+        }
+        assert_eq!(Code::parse("invalid_api_key"), None, "codes are exact");
+        assert_eq!(Code::parse(""), None);
+    }
 }

@@ -12,4 +12,6 @@ mod verifier;
 
 pub use cache::CachedKey;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use verifier::{Background, FeedStatus, Outcome, RateInfo, SharedState, Verifier, VerifierConfig, VerifyFailure};
+pub use verifier::{
+    Background, BackgroundOptions, FeedStatus, Outcome, RateInfo, SharedState, Verifier, VerifierConfig, VerifyFailure,
+};

@@ -560,17 +560,23 @@ impl Verifier {
     /// follows the store's change feed (woken by the store's signals, and polling every 100 ms
     /// anyway), the other flushes last-used times every second and sweeps expired entries.
     pub async fn start_background(self: &Arc<Self>) -> Result<Background, StoreError> {
+        self.start_background_with(BackgroundOptions::default()).await
+    }
+
+    /// [`Verifier::start_background`] with another poll interval, or as a read-only follower
+    /// that writes nothing (a verifier embedded in another service).
+    pub async fn start_background_with(self: &Arc<Self>, options: BackgroundOptions) -> Result<Background, StoreError> {
         let seq = self.store.latest_change().await?;
         self.feed.confirmed_ns.store(unix_nanos(self.clock.now()), Ordering::Release);
         self.feed.followed.store(true, Ordering::Release);
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let follower = tokio::spawn(Arc::clone(self).follow(seq, stopped.clone()));
-        let flusher = tokio::spawn(Arc::clone(self).flush_loop(stopped));
+        let follower = tokio::spawn(Arc::clone(self).follow(seq, options.feed_poll, stopped.clone()));
+        let flusher = tokio::spawn(Arc::clone(self).flush_loop(options.record_last_used, stopped));
         Ok(Background { stop, tasks: vec![follower, flusher] })
     }
 
-    async fn follow(self: Arc<Self>, mut seq: i64, mut stopped: tokio::sync::watch::Receiver<bool>) {
-        let mut poll = tokio::time::interval(FEED_POLL);
+    async fn follow(self: Arc<Self>, mut seq: i64, every: Duration, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut poll = tokio::time::interval(every);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut signals: Option<ChangeSignals> = None;
         let mut next_listen = tokio::time::Instant::now();
@@ -610,22 +616,28 @@ impl Verifier {
         }
     }
 
-    async fn flush_loop(self: Arc<Self>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    async fn flush_loop(self: Arc<Self>, record_last_used: bool, mut stopped: tokio::sync::watch::Receiver<bool>) {
         let mut upkeep = tokio::time::interval(Duration::from_secs(1));
         let mut last_flush = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = upkeep.tick() => {
-                    // Each flush writes every key used since the last: with many keys in use that
-                    // is the node's largest write load, so it runs as seldom as SPEC §5 allows.
-                    if last_flush.elapsed() >= LAST_USED_FLUSH_EVERY {
+                    if !record_last_used {
+                        // A read-only follower: the marks are dropped, never written.
+                        drop(self.cache.take_last_used());
+                    } else if last_flush.elapsed() >= LAST_USED_FLUSH_EVERY {
+                        // Each flush writes every key used since the last: with many keys in use
+                        // that is the node's largest write load, so it runs as seldom as SPEC §5 allows.
                         last_flush = tokio::time::Instant::now();
                         if let Err(error) = self.flush_last_used().await {
                             tracing::warn!(%error, "last-used flush failed; will retry");
                         }
                     }
-                    // Keys found under an older master key move to the current one.
-                    if let Err(error) = self.flush_rehashes().await {
+                    // Keys found under an older master key move to the current one; a
+                    // read-only follower never writes them.
+                    if !record_last_used {
+                        self.rehashes.lock().clear();
+                    } else if let Err(error) = self.flush_rehashes().await {
                         tracing::warn!(%error, "key rehash batch failed; each key is queued again when next verified");
                     }
                     let now = self.clock.now();
@@ -635,11 +647,13 @@ impl Verifier {
                 _ = stopped.changed() => break,
             }
         }
-        if let Err(error) = self.flush_last_used().await {
-            tracing::error!(%error, "final last-used flush failed");
-        }
-        if let Err(error) = self.flush_rehashes().await {
-            tracing::warn!(%error, "final key rehash batch failed; keys are queued again when next verified");
+        if record_last_used {
+            if let Err(error) = self.flush_last_used().await {
+                tracing::error!(%error, "final last-used flush failed");
+            }
+            if let Err(error) = self.flush_rehashes().await {
+                tracing::warn!(%error, "final key rehash batch failed; keys are queued again when next verified");
+            }
         }
     }
 
@@ -681,6 +695,23 @@ fn peek(cached: &CachedKey, now_ns: u64) -> RateInfo {
 
 /// How often the feed is read when no wake-up came.
 const FEED_POLL: Duration = Duration::from_millis(100);
+
+/// How [`Verifier::start_background_with`] runs the background work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackgroundOptions {
+    /// How often the change feed is read when no wake-up came (100 ms by default).
+    pub feed_poll: Duration,
+    /// Whether last-used times and key rehashes (after a master-key rotation) are written to the
+    /// store; off, the background work never writes (a read-only follower).
+    pub record_last_used: bool,
+}
+
+impl Default for BackgroundOptions {
+    fn default() -> Self {
+        Self { feed_poll: FEED_POLL, record_last_used: true }
+    }
+}
+
 /// How long to wait before listening again after the listening connection dropped.
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 

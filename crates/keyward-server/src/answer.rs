@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use keyward_core::policy::EffectiveChannels;
 use keyward_core::Code;
-use keyward_runtime::{Outcome, RateInfo};
+use keyward_runtime::{Outcome, RateInfo, VerifyFailure};
 
 use crate::problem::problem_response;
 
@@ -50,6 +50,11 @@ impl Refusal {
         Self { code, message: message.into(), retry_after_ms: None, rate: None }
     }
 
+    /// The store (or the shared replay store) could not be reached: fail closed.
+    pub fn unavailable() -> Self {
+        Self::new(Code::ServiceUnavailable, "The key store is unavailable; try again shortly")
+    }
+
     /// As a verification decision: a revoked key is 401 here, not the management API's 409.
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.code.verify_status()).unwrap_or(StatusCode::FORBIDDEN)
@@ -74,14 +79,18 @@ pub fn door(outcome: Outcome<'_, '_>) -> Door {
             channels: channels_header(channels),
             rate,
         }),
-        Outcome::Invalid(failure) => Door::Refuse(Refusal {
+        Outcome::Invalid(failure) => Door::Refuse(failure.into()),
+        Outcome::Unavailable => Door::Refuse(Refusal::unavailable()),
+    }
+}
+
+impl From<VerifyFailure> for Refusal {
+    fn from(failure: VerifyFailure) -> Self {
+        Self {
             code: failure.denial.code,
             message: failure.denial.message.into_owned(),
             retry_after_ms: failure.retry_after_ms,
             rate: failure.rate,
-        }),
-        Outcome::Unavailable => {
-            Door::Refuse(Refusal::new(Code::ServiceUnavailable, "The key store is unavailable; try again shortly"))
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod master_key;
 pub mod net;
 pub mod openapi;
 pub mod problem;
+pub mod secrets;
 pub mod telemetry;
 mod throttle;
 pub mod tls;

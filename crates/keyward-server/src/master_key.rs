@@ -19,6 +19,7 @@ use keyward_core::ids::EventId;
 use keyward_core::key::{KeyHash, Pepper};
 use keyward_core::keyring::Keyring;
 use keyward_core::record::Actor;
+use keyward_runtime::Verifier;
 use keyward_store::keyring::{retire_refusal, MasterKeyRecord, Rewrap, VersionUsage};
 use keyward_store::{NewAuditEvent, Store, StoreError};
 use serde_json::json;
@@ -489,18 +490,32 @@ pub async fn follow(state: Arc<Keyward>, mut stopped: tokio::sync::watch::Receiv
 /// Takes the database's current version (and the key file again when asked, or when it names a
 /// version this node lacks).
 async fn refresh(state: &Keyward, reread: bool) -> Result<(), KeyringProblem> {
-    let known = state.store.master_keys().await?;
-    let held = state.verifier.keyring();
+    refresh_keyring(state.store.as_ref(), &state.verifier, state.master_keys.source(), reread, state.clock.now()).await
+}
+
+/// What [`follow`] does each [`KEYRING_POLL`] for a node, for any verifier on the database (one
+/// embedded in another service too): the database's current version made current, reading
+/// `source` again when asked or when the database names a version the verifier lacks. Writes
+/// nothing.
+pub async fn refresh_keyring(
+    store: &dyn Store,
+    verifier: &Verifier,
+    source: Option<&Arc<dyn KeyringSource>>,
+    reread: bool,
+    now: OffsetDateTime,
+) -> Result<(), KeyringProblem> {
+    let known = store.master_keys().await?;
+    let held = verifier.keyring();
     let current = known.iter().map(|record| record.version).max().unwrap_or(held.current_version());
     let retired = known.iter().any(|record| record.retired_at.is_some() && held.holds(record.version));
     if !reread && !retired && current == held.current_version() {
         return Ok(());
     }
-    let base = match state.master_keys.source() {
+    let base = match source {
         Some(source) if reread || !held.holds(current) => source.load()?,
         _ => (*held).clone(),
     };
-    let next = reconcile(state.store.as_ref(), base, false, state.clock.now()).await?;
+    let next = reconcile(store, base, false, now).await?;
     let changed = next.current_version() != held.current_version()
         || next.versions().collect::<Vec<_>>() != held.versions().collect::<Vec<_>>();
     if changed {
@@ -511,7 +526,7 @@ async fn refresh(state: &Keyward, reread: bool) -> Result<(), KeyringProblem> {
             "master keyring updated: new keys and signing secrets use version {}",
             next.current_version()
         );
-        state.verifier.set_keyring(next);
+        verifier.set_keyring(next);
     }
     Ok(())
 }

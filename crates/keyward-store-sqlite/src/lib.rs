@@ -1,6 +1,8 @@
 //! keyward-store-sqlite: the embedded backend of [`keyward_store::Store`], one sqlite file in
 //! WAL mode. It is not a general database wrapper: every query is one of the trait's methods.
-//! Start at [`SqliteStore::open`]; the schema is in `migrations/`.
+//! Start at [`SqliteStore::open`]; the schema is in `migrations/`. [`SqliteStore::open_read_only`]
+//! opens a database another process (the keyward server) owns, and never writes to it. [`SqliteStore::open_read_only`]
+//! opens a database another process (the keyward server) owns, and never writes to it.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -22,7 +24,7 @@ use keyward_store::{
     Change, MemberRecord, NewAuditEvent, OrgRecord, OrgStore, SessionRecord, Store, StoreError, StoreResult,
 };
 use parking_lot::Mutex;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use time::OffsetDateTime;
 
 use crate::error::{conflict_as, DbResult, Fail};
@@ -63,7 +65,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    /// `None`: opened read-only, and every write is refused before it reaches sqlite.
+    writer: Option<Mutex<Connection>>,
     idle_readers: Mutex<Vec<Connection>>,
     inline: inline::InlineGate,
 }
@@ -84,11 +87,39 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(writer),
+                writer: Some(Mutex::new(writer)),
                 idle_readers: Mutex::new(Vec::new()),
                 inline: inline::InlineGate::default(),
             }),
         })
+    }
+
+    /// Opens an existing, migrated database for reading only: it is not created, not migrated,
+    /// and no write reaches it (writes answer an error; connections are opened read-only and
+    /// `query_only`). For a verifier embedded in another process beside the keyward server.
+    pub fn open_read_only(url: &str) -> StoreResult<Self> {
+        let path = database_path(url)?;
+        if !path.is_file() {
+            return Err(StoreError::Other(
+                format!("{} does not exist: start keyward on it first (it creates and migrates it)", path.display())
+                    .into(),
+            ));
+        }
+        let reader = connect_read_only(&path)?;
+        check_read_only(&reader, &path)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: None,
+                idle_readers: Mutex::new(vec![reader]),
+                inline: inline::InlineGate::default(),
+            }),
+        })
+    }
+
+    /// Whether this store was opened with [`SqliteStore::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.writer.is_none()
     }
 
     /// The database file.
@@ -123,6 +154,7 @@ impl Inner {
         let idle = self.idle_readers.lock().pop();
         let conn = match idle {
             Some(conn) => conn,
+            None if self.writer.is_none() => connect_read_only(&self.path)?,
             None => connect_reader(&self.path)?,
         };
         let result = query(&conn);
@@ -133,8 +165,12 @@ impl Inner {
         Ok(result?)
     }
 
+    fn writer(&self) -> StoreResult<&Mutex<Connection>> {
+        self.writer.as_ref().ok_or_else(|| StoreError::Other("the SQLite store is open read-only".into()))
+    }
+
     fn write<T>(&self, change: impl FnOnce(&Connection) -> DbResult<T>) -> StoreResult<T> {
-        let mut conn = self.writer.lock();
+        let mut conn = self.writer()?.lock();
         // A failed rollback (only on I/O errors) would leave the shared writer inside a transaction,
         // and every later BEGIN would fail: finish it first.
         if !conn.is_autocommit() {
@@ -149,7 +185,7 @@ impl Inner {
     }
 
     fn migrate(&self) -> DbResult<()> {
-        let mut conn = self.writer.lock();
+        let mut conn = self.writer()?.lock();
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL) STRICT",
         )?;
@@ -210,9 +246,43 @@ fn connect_reader(path: &Path) -> DbResult<Connection> {
     Ok(conn)
 }
 
+/// A connection that cannot write: opened read-only (the file must exist) and `query_only`.
+fn connect_read_only(path: &Path) -> DbResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
+}
+
+/// A read-only store reads a database the server made: in WAL mode (readers beside its writer)
+/// and with every migration this build knows applied.
+fn check_read_only(conn: &Connection, path: &Path) -> StoreResult<()> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0)).map_err(Fail::from)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Other(
+            format!("{} is not in WAL mode (got {mode}): start keyward on it first", path.display()).into(),
+        ));
+    }
+    let applied: Vec<i64> = conn
+        .prepare("SELECT version FROM schema_migrations")
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .map_err(|_| StoreError::Other(format!("{} is not a migrated keyward database", path.display()).into()))?;
+    if let Some(missing) = MIGRATIONS.iter().find(|m| !applied.contains(&m.version)) {
+        return Err(StoreError::Other(
+            format!("{} lacks migration {}: run `keyward migrate` on it first", path.display(), missing.version).into(),
+        ));
+    }
+    Ok(())
+}
+
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("read_only", &self.is_read_only())
+            .finish_non_exhaustive()
     }
 }
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use keyward_core::crypto::MasterKey;
 use keyward_core::keyring::Keyring;
-use keyward_runtime::redis::{RedisShared, ReplayFallback};
 use keyward_runtime::{Clock as _, SharedState, SystemClock};
 use keyward_server::config::Config;
-use keyward_server::master_key::{self, KeyringFile, KeyringSource, KeyringText, OperatorToken};
+use keyward_server::master_key::{self, KeyringSource, OperatorToken};
+use keyward_server::secrets;
 use keyward_server::{Deps, Keyward};
 use keyward_store::Store;
 use keyward_store_postgres::PostgresStore;
@@ -106,32 +106,22 @@ pub async fn open_store(global: &GlobalArgs) -> anyhow::Result<(Arc<dyn Store>, 
 
 /// A secret from `NAME`, or from the file named by `NAME_FILE` (for Docker/Kubernetes secrets).
 fn secret_env(name: &str) -> anyhow::Result<Option<String>> {
-    if let Ok(value) = std::env::var(name) {
-        return Ok(Some(value));
-    }
-    match std::env::var(format!("{name}_FILE")) {
-        Ok(path) => std::fs::read_to_string(&path)
-            .map(|text| Some(text.trim().to_owned()))
-            .map_err(|e| UsageError(format!("{name}_FILE: cannot read {path}: {e}")).into()),
-        Err(_) => Ok(None),
-    }
+    secrets::secret_env(name).map_err(|e| UsageError(e.0).into())
 }
 
 /// Where the master keyring comes from: `KEYWARD_MASTER_KEY`, the file `KEYWARD_MASTER_KEY_FILE`
 /// names, or the key file beside the SQLite database (generated, with one key, on first start).
 pub fn keyring_source(db_path: Option<&Path>) -> anyhow::Result<Arc<dyn KeyringSource>> {
-    if let Ok(text) = std::env::var("KEYWARD_MASTER_KEY") {
-        return Ok(Arc::new(KeyringText::new("KEYWARD_MASTER_KEY", text)));
-    }
-    if let Ok(path) = std::env::var("KEYWARD_MASTER_KEY_FILE") {
-        return Ok(Arc::new(KeyringFile::new(path)));
-    }
-    let db_path = db_path.ok_or_else(|| UsageError("set KEYWARD_MASTER_KEY (32 bytes, base64)".to_owned()))?;
-    let path = master_key_file(db_path);
+    let source = secrets::keyring_source(db_path)
+        .ok_or_else(|| UsageError("set KEYWARD_MASTER_KEY (32 bytes, base64)".to_owned()))?;
+    let beside_database = db_path.map(secrets::master_key_file);
+    let Some(path) = source.file().filter(|path| Some(*path) == beside_database.as_deref()) else {
+        return Ok(source);
+    };
     if !path.exists() {
         let key = MasterKey::generate(&mut rand::rngs::OsRng);
         // A keyring of one key is written as the bare key, as before versions existed.
-        match write_private(&path, &key.to_base64()) {
+        match write_private(path, &key.to_base64()) {
             Ok(()) => tracing::warn!(
                 path = %path.display(),
                 "generated a new master key file; back it up, and set KEYWARD_MASTER_KEY on every node that shares this database"
@@ -141,7 +131,7 @@ pub fn keyring_source(db_path: Option<&Path>) -> anyhow::Result<Arc<dyn KeyringS
             Err(error) => return Err(error).with_context(|| format!("cannot write {}", path.display())),
         }
     }
-    Ok(Arc::new(KeyringFile::new(path)))
+    Ok(source)
 }
 
 /// The keyring from `source`, checked against the versions the database knows and with its
@@ -151,13 +141,6 @@ pub fn keyring_source(db_path: Option<&Path>) -> anyhow::Result<Arc<dyn KeyringS
 pub async fn keyring(store: &dyn Store, source: &dyn KeyringSource) -> anyhow::Result<Keyring> {
     let keyring = source.load().map_err(|e| UsageError(e.0))?;
     master_key::reconcile(store, keyring, true, SystemClock.now()).await.map_err(|e| anyhow::anyhow!(e))
-}
-
-/// `keyward.db` → `keyward.db.master-key`.
-fn master_key_file(db_path: &Path) -> PathBuf {
-    let mut file_name = db_path.file_name().unwrap_or_default().to_os_string();
-    file_name.push(".master-key");
-    db_path.with_file_name(file_name)
 }
 
 /// Creates the file with mode 0600 (the master key must not be world-readable).
@@ -241,16 +224,7 @@ fn node_id() -> String {
 /// Rate limits and replays shared through `KEYWARD_REDIS_URL`, or `None` for this node alone.
 /// A Redis that is down at start is not an error: the node starts on its fallback and recovers.
 async fn shared_state(config: &Config) -> anyhow::Result<Option<SharedState>> {
-    let Some(url) = secret_env("KEYWARD_REDIS_URL")? else { return Ok(None) };
-    let redis = RedisShared::connect(&url).await.map_err(|e| UsageError(format!("KEYWARD_REDIS_URL: {e}")))?;
-    let fallback = match config.replay_fallback {
-        keyward_server::config::ReplayFallback::Refuse => ReplayFallback::Refuse,
-        keyward_server::config::ReplayFallback::Local => ReplayFallback::Local,
-    };
-    Ok(Some(SharedState {
-        limiter: Arc::new(redis.rate_limiter(config.nodes)),
-        replay: Arc::new(redis.replay_store(config.signature_tolerance_seconds, fallback)),
-    }))
+    secrets::shared_state(config).await.map_err(|e| UsageError(e.0).into())
 }
 
 /// The database URL without its password, for logs and messages.
