@@ -396,7 +396,7 @@ fn verifications_are_counted_not_logged_and_refusals_are_sampled() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), Some(OPERATOR_TOKEN));
     let org = post(&server, "/v1/orgs", &json!({ "name": "Acme" }))["id"].as_str().unwrap().to_owned();
-    let key = post(&server, &format!("/v1/orgs/{org}/keys"), &json!({ "name": "live" }));
+    let key = post(&server, &format!("/v1/orgs/{org}/keys"), &json!({ "name": "live", "rate_limit": 1000 }));
     let live = key["secret"].as_str().unwrap().to_owned();
     let revoked = post(&server, &format!("/v1/orgs/{org}/keys"), &json!({ "name": "old" }));
     let revoked_secret = revoked["secret"].as_str().unwrap().to_owned();
