@@ -324,9 +324,13 @@ fn a_dropped_listener_reconnects_and_no_revoked_key_outlives_the_staleness_bound
     let cluster = Cluster::new(database.url(), None, "cache_max_staleness_seconds = 2\n");
     let (a, b) = (cluster.start("a"), cluster.start("b"));
     let org = org(&a);
-    assert!(wait_until(Duration::from_secs(5), || b.readyz().1["feed"]["listening"] == json!(true)).is_some());
 
     for round in 0..3 {
+        // Both listeners must be back (the last round only waited for B's) before both are killed.
+        let listening = |node: &Node| {
+            wait_until(Duration::from_secs(5), || node.readyz().1["feed"]["listening"] == json!(true)).is_some()
+        };
+        assert!(listening(&a) && listening(&b), "round {round}: both nodes listen");
         let (id, key, _) = create_key(&a, &org, &json!({}));
         assert_eq!(b.verify(&plain(&key)), "VALID");
         let killed = database.sql(
