@@ -9,6 +9,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures_util::FutureExt as _;
 use keyward_core::keyring::Keyring;
 use keyward_core::Code;
 use keyward_runtime::shared::SharedHealth;
@@ -145,6 +146,19 @@ pub async fn serve_with_tls(
     tls: Option<Arc<Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with_gateway(listener, state, tls, None, shutdown).await
+}
+
+/// [`serve_with_tls`], and the gateway (SPEC §6) on its own listener beside it when given: both
+/// on the same connection rules and `tls`, both draining on the one `shutdown`. The background
+/// work stops once both have finished, since a gateway request still running uses the verifier.
+pub async fn serve_with_gateway(
+    listener: TcpListener,
+    state: AppState,
+    tls: Option<Arc<Tls>>,
+    gateway: Option<(TcpListener, Arc<gateway::proxy::Gateway>)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let background = state.verifier.start_background().await?;
     let (stop_master_keys, master_keys_stopped) = tokio::sync::watch::channel(false);
     let master_keys = tokio::spawn(crate::master_key::follow(Arc::clone(&state), master_keys_stopped));
@@ -157,19 +171,19 @@ pub async fn serve_with_tls(
             telemetry::prometheus().run_upkeep();
         }
     });
-    let rules = net::ConnectionRules {
-        header_read_timeout: state.config.header_read_timeout,
-        max_per_ip: state.config.max_connections_per_ip,
-        exempt: state.config.trusted_proxies.clone(),
-        drain: state.config.shutdown_drain,
-        tls,
-    };
+    let shutdown = shutdown.shared();
+    let rules = net::ConnectionRules::from_config(&state.config, tls.clone());
     let app = build_app(Arc::clone(&state));
     let draining = Arc::clone(&state);
-    net::serve_connections(listener, app, rules, shutdown, move || {
+    let api = net::serve_connections(listener, app, rules, shutdown.clone(), move || {
         draining.draining.store(true, std::sync::atomic::Ordering::SeqCst);
-    })
-    .await;
+    });
+    let gateway = async move {
+        if let Some((listener, gateway)) = gateway {
+            gateway::proxy::serve(listener, gateway, tls, shutdown).await;
+        }
+    };
+    tokio::join!(api, gateway);
     upkeep.abort();
     let _ = stop_master_keys.send(true);
     let _ = master_keys.await;

@@ -23,5 +23,5 @@ mod throttle;
 pub mod tls;
 pub mod verify;
 
-pub use app::{build_app, serve, serve_with_tls, Deps, Keyward};
+pub use app::{build_app, serve, serve_with_gateway, serve_with_tls, Deps, Keyward};
 pub use manage::{CreatedKey, LoginError, NewSession};

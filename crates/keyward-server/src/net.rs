@@ -68,14 +68,30 @@ pub fn peer_ip(parts: &Parts) -> Option<IpAddr> {
 pub struct ConnectionRules {
     /// A request's headers must arrive within this, and an idle keep-alive connection closes after it.
     pub header_read_timeout: Duration,
-    /// Open connections per client address; peers in `exempt` (trusted proxies) are not counted,
-    /// and their `X-Forwarded-Proto: https` is believed (the answer then carries HSTS).
+    /// Open connections per client address on this listener; peers in `exempt` (trusted proxies)
+    /// are not counted, and their `X-Forwarded-Proto: https` is believed (the answer then carries
+    /// HSTS).
     pub max_per_ip: usize,
     pub exempt: Vec<IpNet>,
     /// After the shutdown signal: how long to keep accepting and serving (`/readyz` says 503).
     pub drain: Duration,
     /// HTTPS: each connection's handshake, in its own task, must end within `header_read_timeout`.
     pub tls: Option<Arc<crate::tls::Tls>>,
+}
+
+impl ConnectionRules {
+    /// The config file's rules (`header_read_timeout_seconds`, `max_connections_per_ip`,
+    /// `trusted_proxies`, `shutdown_drain_seconds`) over `tls` when given: every listener
+    /// (the API's and the gateway's) is served on the same ones.
+    pub fn from_config(config: &crate::config::Config, tls: Option<Arc<crate::tls::Tls>>) -> Self {
+        Self {
+            header_read_timeout: config.header_read_timeout,
+            max_per_ip: config.max_connections_per_ip,
+            exempt: config.trusted_proxies.clone(),
+            drain: config.shutdown_drain,
+            tls,
+        }
+    }
 }
 
 /// How a connection reached the app, which decides the HSTS header.

@@ -5,7 +5,7 @@
 //! request body is buffered only when a check needs it.
 
 use std::borrow::Cow;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -326,13 +326,18 @@ fn upstream_failure(error: &hyper_util::client::legacy::Error) -> Refusal {
     }
 }
 
-/// Binds nothing: serves the gateway on `listener` until `shutdown` resolves.
+/// Binds nothing: serves the gateway on `listener` until `shutdown` resolves and the drain
+/// passes, on the main listener's loop and rules ([`net::serve_connections`],
+/// [`net::ConnectionRules::from_config`]): the header read timeout, the per-address cap, hyper's
+/// own refusals as problem+json, HTTPS with HSTS over `tls` (the main listener's, so a SIGHUP
+/// reload reaches both), and the drain that answers what it has read.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(gateway).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    let rules = net::ConnectionRules::from_config(&gateway.state.config, tls);
+    // `/readyz` lives on the main listener, which turns it 503 on the same signal.
+    net::serve_connections(listener, router(gateway), rules, shutdown, || {}).await;
 }

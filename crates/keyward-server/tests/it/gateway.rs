@@ -108,7 +108,7 @@ async fn gateway_in_front_of(upstream_port: u16, extra: &str) -> (TestApp, Strin
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     let gateway = Gateway::new(app.keyward.clone(), gateway_config);
-    tokio::spawn(proxy::serve(listener, gateway, std::future::pending()));
+    tokio::spawn(proxy::serve(listener, gateway, None, std::future::pending()));
     (app, url)
 }
 

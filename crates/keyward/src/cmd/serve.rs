@@ -57,29 +57,27 @@ pub async fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<()> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("cannot listen for SIGHUP")?,
         keyward.clone(),
     ));
-    // Both listeners stop on the same signal.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let gateway = match keyward.config.gateway.clone() {
         Some(config) => {
             let address = config.listen;
             let gateway_listener = tokio::net::TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen on the gateway address {address}"))?;
+            if tls.is_none() && !address.ip().is_loopback() && keyward.config.trusted_proxies.is_empty() {
+                tracing::warn!(
+                    gateway_address = %address,
+                    "the gateway serves plain HTTP beyond loopback: set tls_cert and tls_key, or list the TLS proxy in front in trusted_proxies"
+                );
+            }
             tracing::info!(
                 gateway_address = %gateway_listener.local_addr()?,
+                https = tls.is_some(),
                 upstream = %config.upstream.authority,
                 routes = config.routes.len(),
                 "keyward gateway is serving"
             );
             let gateway = keyward_server::gateway::proxy::Gateway::new(keyward.clone(), config);
-            // The gateway keeps serving through the main listener's drain, and stops with it.
-            let drain = keyward.config.shutdown_drain;
-            let stop_gateway = until(stopped.clone());
-            let stop_gateway = async move {
-                stop_gateway.await;
-                tokio::time::sleep(drain).await;
-            };
-            Some(tokio::spawn(keyward_server::gateway::proxy::serve(gateway_listener, gateway, stop_gateway)))
+            Some((gateway_listener, gateway))
         }
         None => None,
     };
@@ -89,14 +87,8 @@ pub async fn run(global: &GlobalArgs, args: Args) -> anyhow::Result<()> {
         database = %boot::redacted_url(&global.database_url),
         "keyward is serving"
     );
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop.send(true);
-    });
-    keyward_server::serve_with_tls(listener, keyward, tls, until(stopped)).await?;
-    if let Some(gateway) = gateway {
-        gateway.await.context("the gateway task failed")?.context("the gateway failed")?;
-    }
+    // Both listeners drain on the same signal, and the process exits once both have finished.
+    keyward_server::serve_with_gateway(listener, keyward, tls, gateway, shutdown_signal()).await?;
     tracing::info!("stopped; pending last-used times were flushed");
     Ok(())
 }
@@ -129,11 +121,6 @@ async fn reload_keyring_on_hangup(mut hangup: tokio::signal::unix::Signal, keywa
         tracing::info!("SIGHUP: reading the master keyring again");
         keyward.master_keys.request_reload();
     }
-}
-
-/// Resolves once `stopped` turns true.
-async fn until(mut stopped: tokio::sync::watch::Receiver<bool>) {
-    let _ = stopped.wait_for(|stop| *stop).await;
 }
 
 /// SIGINT or SIGTERM.
