@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SIGTERM under load: TRIALS trials (default 20) of the real binary answering verifications from
-# 32 keep-alive clients as fast as they go, `kill -TERM` mid-stream; prints each trial and the
-# number of requests written on a keep-alive connection that got no answer (goal: 0).
+# 32 keep-alive clients as fast as they go (on `/v1/verify`, then through the gateway), `kill -TERM`
+# mid-stream; prints each trial and the number of requests written on a keep-alive connection that
+# got no answer (goal: 0).
 # Usage:
 #   scripts/sigterm-test.sh [TRIALS]
 # Environment: PROFILE=release to measure the optimised build (default: the debug build).

@@ -175,7 +175,8 @@ pub async fn serve_with_gateway(
     let rules = net::ConnectionRules::from_config(&state.config, tls.clone());
     let app = build_app(Arc::clone(&state));
     let draining = Arc::clone(&state);
-    let api = net::serve_connections(listener, app, rules, shutdown.clone(), move || {
+    let verify = verify::VerifyDoor::new(Arc::clone(&state));
+    let api = net::serve_connections(listener, app, Some(verify), rules, shutdown.clone(), move || {
         draining.draining.store(true, std::sync::atomic::Ordering::SeqCst);
     });
     let gateway = async move {

@@ -1,10 +1,11 @@
 //! Request extractors that fail as problem+json: JSON bodies with the failing field named, and
 //! query strings.
 
-use axum::body::Bytes;
+use axum::body::{Bytes, HttpBody};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
+use http_body_util::BodyExt as _;
 use keyward_core::Code;
 use serde::de::DeserializeOwned;
 
@@ -24,26 +25,55 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = json_body(req, state).await?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = json_body(req).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }
 
 /// Reads a JSON body: checks the content type and the size limit.
-pub async fn json_body<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes, ApiError> {
-    require_json(req.headers())?;
+pub async fn json_body<B>(request: axum::http::Request<B>) -> Result<Bytes, ApiError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    require_json(request.headers())?;
     // The limit is applied here, not only by the router's `DefaultBodyLimit` layer, which
     // `/v1/verify` does without.
-    axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await.map_err(|error| {
-        let too_large = std::iter::successors(std::error::Error::source(&error), |e| e.source())
-            .any(<dyn std::error::Error>::is::<http_body_util::LengthLimitError>);
-        if too_large {
+    let body = std::pin::pin!(http_body_util::Limited::new(request.into_body(), MAX_BODY_BYTES));
+    read_body(body).await.map_err(|error| {
+        if error.is::<http_body_util::LengthLimitError>() {
             ApiError::code(Code::PayloadTooLarge, format!("The request body is larger than {MAX_BODY_BYTES} bytes"))
         } else {
             ApiError::code(Code::ValidationFailed, "The request body could not be read")
         }
     })
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The whole body. One that arrives as a single frame (a small JSON body, the common case) is
+/// handed on as it came, without the copy and the frame list that collecting it costs.
+async fn read_body<B>(mut body: std::pin::Pin<&mut B>) -> Result<Bytes, BoxError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut whole: Option<Vec<u8>> = None;
+    let mut first = Bytes::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(Into::into)?.into_data() else { continue };
+        if first.is_empty() && whole.is_none() {
+            first = data;
+            if body.is_end_stream() {
+                return Ok(first);
+            }
+        } else {
+            let whole = whole.get_or_insert_with(|| std::mem::take(&mut first).into());
+            whole.extend_from_slice(&data);
+        }
+    }
+    Ok(whole.map_or(first, Bytes::from))
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {

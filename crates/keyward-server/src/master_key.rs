@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use keyward_core::ids::EventId;
 use keyward_core::key::{KeyHash, Pepper};
 use keyward_core::keyring::Keyring;
@@ -23,6 +23,7 @@ use keyward_runtime::Verifier;
 use keyward_store::keyring::{retire_refusal, MasterKeyRecord, Rewrap, VersionUsage};
 use keyward_store::{NewAuditEvent, Store, StoreError};
 use serde_json::json;
+use subtle::ConstantTimeEq as _;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
@@ -263,11 +264,21 @@ struct TokenHash {
     hash: KeyHash,
 }
 
+struct MatchedToken {
+    token: Zeroizing<Box<[u8]>>,
+    matched: Arc<TokenHash>,
+}
+
 /// The operator token's hash, as checked on every operator request. One hashed under an older
 /// master key version is hashed again under the current one on its first use (and, when it is
 /// the stored one, written back), so the older version does not stay needed for it.
 pub struct OperatorToken {
     current: ArcSwap<TokenHash>,
+    /// The token that last matched `current`, so the next operator request compares bytes
+    /// instead of computing an HMAC (callgrind: the token's HMAC was a sixth of a verification).
+    /// Only a token that matched is kept, so no caller can fill it, and it counts only while
+    /// `current` is the hash it matched.
+    last_match: ArcSwapOption<MatchedToken>,
     /// Whether the hash is the stored one (a generated token), not one of `KEYWARD_OPERATOR_TOKEN`.
     stored: bool,
     /// The newest version the hash was (or is being) moved to: each move happens once.
@@ -309,6 +320,7 @@ impl OperatorToken {
     fn new(version: u32, pepper: Pepper, hash: KeyHash, stored: bool) -> Self {
         Self {
             current: ArcSwap::from_pointee(TokenHash { version, pepper, hash }),
+            last_match: ArcSwapOption::empty(),
             stored,
             upgraded_to: AtomicU32::new(version),
         }
@@ -319,10 +331,20 @@ impl OperatorToken {
         self.current.load().version
     }
 
-    /// Constant-time comparison of the token's hash with the operator's.
+    /// Constant-time comparison of the token (or its hash) with the operator's.
     pub fn matches(&self, token: &str) -> bool {
         let current = self.current.load();
-        current.pepper.hash(token).ct_eq(&current.hash)
+        if let Some(last) = &*self.last_match.load() {
+            if Arc::ptr_eq(&last.matched, &current) && bool::from(last.token.as_ref().ct_eq(token.as_bytes())) {
+                return true;
+            }
+        }
+        let matches = current.pepper.hash(token).ct_eq(&current.hash);
+        if matches {
+            let token = Zeroizing::new(Box::from(token.as_bytes()));
+            self.last_match.store(Some(Arc::new(MatchedToken { token, matched: Guard::into_inner(current) })));
+        }
+        matches
     }
 }
 

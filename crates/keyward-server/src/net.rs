@@ -25,8 +25,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt as _;
 
+use crate::verify::VerifyDoor;
+
+/// Whether `ip` is one of the trusted proxies.
+pub fn is_trusted(ip: IpAddr, trusted_proxies: &[IpNet]) -> bool {
+    trusted_proxies.iter().any(|net| net_contains(net, ip))
+}
+
 pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
-    let is_trusted = |ip: IpAddr| trusted_proxies.iter().any(|net| net_contains(net, ip));
+    let is_trusted = |ip: IpAddr| is_trusted(ip, trusted_proxies);
     let peer = peer?;
     if !is_trusted(peer) {
         return Some(peer);
@@ -126,6 +133,7 @@ const FINISH_LIMIT: Duration = Duration::from_secs(30);
 pub async fn serve_connections(
     listener: TcpListener,
     app: Router,
+    verify: Option<VerifyDoor>,
     rules: ConnectionRules,
     shutdown: impl Future<Output = ()> + Send,
     on_drain: impl FnOnce() + Send,
@@ -150,7 +158,7 @@ pub async fn serve_connections(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let exempt = rules.exempt.iter().any(|net| net_contains(net, peer.ip()));
+                    let exempt = is_trusted(peer.ip(), &rules.exempt);
                     let slot = if exempt { None } else {
                         let Some(slot) = per_ip.take(peer.ip(), rules.max_per_ip) else {
                             // Over TLS a plain-text answer would only be garbage to the client.
@@ -165,6 +173,7 @@ pub async fn serve_connections(
                     let connection = Connection {
                         http: Arc::clone(&http),
                         app: app.clone(),
+                        verify: verify.clone(),
                         closing: Arc::clone(&closing),
                         close_signal: close_signal.clone(),
                         _slot: slot,
@@ -209,6 +218,8 @@ pub async fn serve_connections(
 struct Connection {
     http: Arc<hyper::server::conn::http1::Builder>,
     app: Router,
+    /// Answered before the router when it claims a request (`POST /v1/verify`).
+    verify: Option<VerifyDoor>,
     closing: Arc<AtomicBool>,
     close_signal: watch::Receiver<bool>,
     _slot: Option<IpSlot>,
@@ -235,22 +246,31 @@ impl Connection {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let app = self.app.clone();
+        let (app, verify) = (self.app.clone(), self.verify.take());
         let closing = Arc::clone(&self.closing);
         let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
             let hsts = match transport {
                 Transport::Plain => false,
                 Transport::Proxied => forwarded_https(request.headers()),
-                Transport::Tls => {
-                    request.extensions_mut().insert(OverTls);
-                    true
+                Transport::Tls => true,
+            };
+            let destination = match verify.as_ref().filter(|door| door.claims(&request)) {
+                // A verification needs neither the peer nor the transport: no extensions for it.
+                Some(door) => Destination::Verify(door.clone()),
+                None => {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    if transport == Transport::Tls {
+                        request.extensions_mut().insert(OverTls);
+                    }
+                    Destination::Router(app.clone())
                 }
             };
-            let app = app.clone();
             let closing = Arc::clone(&closing);
             async move {
-                let mut response = app.oneshot(request.map(axum::body::Body::new)).await?;
+                let mut response = match destination {
+                    Destination::Verify(door) => door.answer(request).await,
+                    Destination::Router(app) => app.oneshot(request.map(axum::body::Body::new)).await?,
+                };
                 if closing.load(Ordering::SeqCst) {
                     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
@@ -275,6 +295,12 @@ impl Connection {
         connection.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(FINISH_LIMIT, connection).await;
     }
+}
+
+/// Where one request goes.
+enum Destination {
+    Verify(VerifyDoor),
+    Router(Router),
 }
 
 /// Over the per-address cap: a short 503 and the connection closes.

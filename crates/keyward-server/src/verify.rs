@@ -6,7 +6,7 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Bytes, HttpBody};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -202,8 +202,45 @@ impl Serialize for ChannelsOut<'_, '_> {
     responses((status = 200, description = "The decision: `valid`, `code`, and either the key's facts or `status` and `message`"),
               (status = 400, body = crate::problem::Problem), (status = 401, body = crate::problem::Problem), (status = 503, body = crate::problem::Problem)))]
 pub async fn verify(State(state): State<AppState>, request: Request) -> Response {
+    answer(&state, request).await
+}
+
+/// `POST /v1/verify` for the listener to answer before the router does ([`crate::net`]): routing
+/// a request costs the path it matches, two extensions and a boxed future per layer, which
+/// callgrind counted as a fifth of a verification (`scripts/callgrind-verify.sh`). Anything else,
+/// other methods on this path included, goes to the router.
+#[derive(Debug, Clone)]
+pub struct VerifyDoor(AppState);
+
+impl VerifyDoor {
+    pub fn new(state: AppState) -> Self {
+        Self(state)
+    }
+
+    /// Whether `request` is a verification.
+    pub fn claims<B>(&self, request: &axum::http::Request<B>) -> bool {
+        request.method() == Method::POST && request.uri().path() == "/v1/verify"
+    }
+
+    pub async fn answer<B>(&self, request: axum::http::Request<B>) -> Response
+    where
+        B: HttpBody<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        answer(&self.0, request).await
+    }
+}
+
+/// The verification, with what the router's layers give other routes: panics answered as 500,
+/// the answer headers, the access line as `verify_access_log` says; the body limit is
+/// [`extract::json_body`]'s own.
+async fn answer<B>(state: &AppState, request: axum::http::Request<B>) -> Response
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let started = Instant::now();
-    let mut response = match AssertUnwindSafe(decide(&state, request, started)).catch_unwind().await {
+    let mut response = match AssertUnwindSafe(decide(state, request, started)).catch_unwind().await {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => error.into_response(),
         Err(_) => app::panicked(),
@@ -217,11 +254,8 @@ pub async fn verify(State(state): State<AppState>, request: Request) -> Response
     response
 }
 
-/// `POST /v1/verify`, added to the router after the layers every other route goes through:
-/// each of them boxes the request's future once more, which callgrind counted as the verify
-/// path's largest cost after HTTP itself (`scripts/callgrind-verify.sh`). [`verify`] does their
-/// work: panics answered as 500, the answer headers, the access line as `verify_access_log` says;
-/// the body limit is [`extract::json_body`]'s own.
+/// `POST /v1/verify` in the router, for what does not come through the listener (tests driving
+/// the router, other methods on the path); added after the layers, which [`answer`] does without.
 pub fn route() -> MethodRouter<AppState> {
     post(verify).fallback(|| async {
         let mut response = app::method_not_allowed().await;
@@ -237,11 +271,15 @@ fn with_api_headers(response: &mut Response) {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 }
 
-async fn decide(state: &AppState, request: Request, started: Instant) -> Result<Response, ApiError> {
+async fn decide<B>(state: &AppState, request: axum::http::Request<B>, started: Instant) -> Result<Response, ApiError>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if !auth::is_operator(request.headers(), state)? {
         return Err(ApiError::code(Code::Unauthenticated, "POST /v1/verify takes the operator token"));
     }
-    let bytes: Bytes = extract::json_body(request, state).await?;
+    let bytes: Bytes = extract::json_body(request).await?;
     let body: VerifyBody<'_> = extract::parse_json(&bytes)?;
     if body.channels.as_ref().is_some_and(|list| list.len() > MAX_REQUESTED_CHANNELS) {
         return Err(ApiError::field("channels", "At most 100 channels may be named in one request"));

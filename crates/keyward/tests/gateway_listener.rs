@@ -5,64 +5,23 @@
 //! `tls_key` serve the gateway over HTTPS too (HSTS, the same certificate, reloaded on SIGHUP),
 //! and SIGTERM drains the gateway with the main listener without losing a request.
 
-use std::io::{BufRead as _, BufReader, ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+mod support;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde_json::Value;
+use support::{start_upstream, Server, OPERATOR_TOKEN, UPSTREAM_BODY};
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-const OPERATOR_TOKEN: &str = "kwop_gateway_listener_test_0123456789";
 const HSTS: &str = "max-age=63072000; includeSubDomains";
-/// The upstream waits this long before answering a path that ends in `/slow`.
-const SLOW_UPSTREAM: Duration = Duration::from_millis(1500);
-const UPSTREAM_BODY: &str = "upstream says hi";
-
-/// The platform's API: answers every GET with `UPSTREAM_BODY`, on keep-alive connections.
-fn start_upstream() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the upstream");
-    let port = listener.local_addr().expect("upstream address").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || serve_upstream_connection(stream));
-        }
-    });
-    port
-}
-
-fn serve_upstream_connection(mut stream: TcpStream) {
-    let mut received = Vec::new();
-    let mut buffer = [0_u8; 4096];
-    loop {
-        while let Some(head_end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
-            received.drain(..head_end + 4);
-            let target = head.split_whitespace().nth(1).unwrap_or_default();
-            if target.ends_with("/slow") {
-                std::thread::sleep(SLOW_UPSTREAM);
-            }
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{UPSTREAM_BODY}",
-                UPSTREAM_BODY.len()
-            );
-            if stream.write_all(answer.as_bytes()).is_err() {
-                return;
-            }
-        }
-        match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => received.extend_from_slice(&buffer[..n]),
-        }
-    }
-}
-
 /// A config with `extra` at the top and a gateway in front of `upstream_port` with two routes.
 fn config(extra: &str, upstream_port: u16) -> String {
     format!(
@@ -70,84 +29,6 @@ fn config(extra: &str, upstream_port: u16) -> String {
          [gateway]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:{upstream_port}\"\nresponse_timeout_ms = 5000\n\n\
          [[gateway.routes]]\nmethod = \"GET\"\npath = \"/v1/templates/{{id}}\"\nscopes = [\"templates:read\"]\n"
     )
-}
-
-struct Server {
-    child: Child,
-    api: String,
-    gateway: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(dir: &Path, config: &str) -> Self {
-        std::fs::write(dir.join("keyward.toml"), config).expect("config");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
-        command.current_dir(dir);
-        for name in [
-            "KEYWARD_MASTER_KEY",
-            "KEYWARD_DATABASE_URL",
-            "KEYWARD_LISTEN",
-            "KEYWARD_CONFIG",
-            "KEYWARD_TLS_CERT",
-            "KEYWARD_TLS_KEY",
-            "KEYWARD_REDIS_URL",
-        ] {
-            command.env_remove(name);
-        }
-        let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--config", "keyward.toml"])
-            .env("KEYWARD_OPERATOR_TOKEN", OPERATOR_TOKEN)
-            .env("KEYWARD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn keyward");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let field = |line: &str, name: &str| {
-            let at = line.find(name).unwrap_or_else(|| panic!("{name} in {line}"));
-            line[at + name.len()..].split_whitespace().next().expect("a value").to_owned()
-        };
-        let mut gateway = None;
-        let api = loop {
-            let line = lines.next().expect("keyward exited early").expect("stderr");
-            log.lock().unwrap().push(line.clone());
-            if line.contains("keyward gateway is serving") {
-                gateway = Some(field(&line, "gateway_address="));
-            } else if line.contains("keyward is serving") {
-                break field(&line, " address=");
-            }
-        };
-        let later = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                later.lock().unwrap().push(line);
-            }
-        });
-        Self { child, api, gateway: gateway.expect("the gateway is announced before the main listener"), log }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([name, &self.child.id().to_string()]).status().expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits for the `n`th log line (1-based) that contains `needle`.
-    fn wait_for_log(&self, needle: &str, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count() < n {
-            assert!(Instant::now() < deadline, "no log line {needle:?}: {:#?}", self.log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[derive(Debug)]
@@ -279,10 +160,11 @@ fn a_gateway_connection_trickling_headers_is_closed_after_the_header_read_timeou
         &config("header_read_timeout_seconds = 1\nshutdown_drain_seconds = 0", start_upstream()),
     );
     let key = gateway_key(|| connect(&server.api));
-    let mut kept = connect(&server.gateway);
-    assert_forwarded(exchange(&mut kept, &get("/v1/templates/t1", Some(&key))));
+    let mut kept = connect(server.gateway());
+    let answer = assert_forwarded(exchange(&mut kept, &get("/v1/templates/t1", Some(&key))));
+    assert_eq!(answer.header("x-seen-proto"), Some("http"), "{answer:?}");
 
-    let address = server.gateway.clone();
+    let address = server.gateway().to_owned();
     let trickler = std::thread::spawn(move || trickle(&address, Duration::from_secs(6)));
     // Meanwhile the keep-alive client is served on its connection, pausing less than the timeout.
     for _ in 0..8 {
@@ -302,11 +184,11 @@ fn the_gateway_listener_caps_connections_per_address_and_exempts_trusted_proxies
     let key = gateway_key(|| connect(&server.api));
     let request = get("/v1/templates/t1", Some(&key));
     // Two connections, each answered once so the listener has counted it.
-    let mut first = connect(&server.gateway);
-    let mut second = connect(&server.gateway);
+    let mut first = connect(server.gateway());
+    let mut second = connect(server.gateway());
     assert_forwarded(exchange(&mut first, &request));
     assert_forwarded(exchange(&mut second, &request));
-    let refused = exchange(&mut connect(&server.gateway), &request).expect("a refusal");
+    let refused = exchange(&mut connect(server.gateway()), &request).expect("a refusal");
     refused.assert_problem(503);
     assert!(refused.closes(), "{refused:?}");
     // The cap is the gateway's own: the main listener still takes this address.
@@ -315,7 +197,7 @@ fn the_gateway_listener_caps_connections_per_address_and_exempts_trusted_proxies
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let answer = exchange(&mut connect(&server.gateway), &request).expect("an answer");
+        let answer = exchange(&mut connect(server.gateway()), &request).expect("an answer");
         if answer.status == 200 {
             break;
         }
@@ -329,7 +211,7 @@ fn the_gateway_listener_caps_connections_per_address_and_exempts_trusted_proxies
     let server = Server::start(dir.path(), &config(extra, upstream));
     let key = gateway_key(|| connect(&server.api));
     let request = get("/v1/templates/t1", Some(&key));
-    let mut open: Vec<TcpStream> = (0..3).map(|_| connect(&server.gateway)).collect();
+    let mut open: Vec<TcpStream> = (0..3).map(|_| connect(server.gateway())).collect();
     for stream in &mut open {
         assert_forwarded(exchange(stream, &request));
     }
@@ -340,10 +222,10 @@ fn the_gateway_answers_a_100_kb_url_with_414_and_a_1_mb_header_with_431_as_probl
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &config("shutdown_drain_seconds = 0", start_upstream()));
     let long_url = format!("GET /v1/templates/t1?{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(100 * 1024));
-    exchange(&mut connect(&server.gateway), long_url.as_bytes()).expect("an answer").assert_problem(414);
+    exchange(&mut connect(server.gateway()), long_url.as_bytes()).expect("an answer").assert_problem(414);
     let big_header = format!("GET /v1/templates/t1 HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "b".repeat(1024 * 1024));
-    exchange(&mut connect(&server.gateway), big_header.as_bytes()).expect("an answer").assert_problem(431);
-    exchange(&mut connect(&server.gateway), b"NOT HTTP AT ALL\r\n\r\n").expect("an answer").assert_problem(400);
+    exchange(&mut connect(server.gateway()), big_header.as_bytes()).expect("an answer").assert_problem(431);
+    exchange(&mut connect(server.gateway()), b"NOT HTTP AT ALL\r\n\r\n").expect("an answer").assert_problem(400);
 }
 
 /// A throw-away certificate authority.
@@ -408,29 +290,30 @@ fn with_tls_cert_and_key_the_gateway_serves_https_with_hsts_and_reloads_the_cert
     let server = Server::start(dir.path(), &config(extra, start_upstream()));
     let key = gateway_key(|| connect_tls(&server.api, &first_ca).expect("HTTPS on the main listener"));
 
-    let mut stream = connect_tls(&server.gateway, &first_ca).expect("HTTPS on the gateway");
+    let mut stream = connect_tls(server.gateway(), &first_ca).expect("HTTPS on the gateway");
     let answer = assert_forwarded(exchange(&mut stream, &get("/v1/templates/t1", Some(&key))));
     assert_eq!(answer.header("strict-transport-security"), Some(HSTS), "{answer:?}");
+    assert_eq!(answer.header("x-seen-proto"), Some("https"), "the upstream is told the client used HTTPS");
     // The gateway's own refusals and hyper's carry it too.
     let refused = exchange(&mut stream, &get("/v1/templates/t1", None)).expect("a refusal");
     refused.assert_problem(401);
     assert_eq!(refused.header("strict-transport-security"), Some(HSTS), "{refused:?}");
     let long_url = format!("GET /v1/templates/t1?{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(100 * 1024));
-    let too_long = exchange(&mut connect_tls(&server.gateway, &first_ca).unwrap(), long_url.as_bytes()).expect("414");
+    let too_long = exchange(&mut connect_tls(server.gateway(), &first_ca).unwrap(), long_url.as_bytes()).expect("414");
     too_long.assert_problem(414);
     assert_eq!(too_long.header("strict-transport-security"), Some(HSTS), "{too_long:?}");
 
     // Plain HTTP to the gateway's TLS port gets no HTTP answer.
-    let plain = exchange(&mut connect(&server.gateway), &get("/v1/templates/t1", Some(&key)));
+    let plain = exchange(&mut connect(server.gateway()), &get("/v1/templates/t1", Some(&key)));
     assert!(plain.is_none(), "{plain:?}");
 
     // SIGHUP: the gateway serves the new certificate to new connections, like the main listener.
     second_ca.write_leaf(dir.path());
     server.signal("-HUP");
     server.wait_for_log("TLS certificate reloaded", 1);
-    let mut fresh = connect_tls(&server.gateway, &second_ca).expect("the new certificate on the gateway");
+    let mut fresh = connect_tls(server.gateway(), &second_ca).expect("the new certificate on the gateway");
     assert_forwarded(exchange(&mut fresh, &get("/v1/templates/t1", Some(&key))));
-    assert!(connect_tls(&server.gateway, &first_ca).is_err(), "the old certificate is no longer served");
+    assert!(connect_tls(server.gateway(), &first_ca).is_err(), "the old certificate is no longer served");
     // The connection opened before the reload goes on.
     assert_forwarded(exchange(&mut stream, &get("/v1/templates/t1", Some(&key))));
 }
@@ -441,8 +324,8 @@ fn on_sigterm_the_gateway_drains_with_the_main_listener_and_answers_what_it_has_
     let mut server = Server::start(dir.path(), &config("shutdown_drain_seconds = 2", start_upstream()));
     let key = gateway_key(|| connect(&server.api));
     let request = get("/v1/templates/t1", Some(&key));
-    let mut kept = connect(&server.gateway);
-    let mut slow = connect(&server.gateway);
+    let mut kept = connect(server.gateway());
+    let mut slow = connect(server.gateway());
     assert_forwarded(exchange(&mut kept, &request));
     assert_forwarded(exchange(&mut slow, &request));
 
@@ -450,7 +333,7 @@ fn on_sigterm_the_gateway_drains_with_the_main_listener_and_answers_what_it_has_
     server.signal("-TERM");
     std::thread::sleep(Duration::from_millis(200));
     // During the drain new connections are served, and told to close.
-    let answer = assert_forwarded(exchange(&mut connect(&server.gateway), &request));
+    let answer = assert_forwarded(exchange(&mut connect(server.gateway()), &request));
     assert!(answer.closes(), "{answer:?}");
     // A request whose upstream answers only after the drain has ended is answered…
     std::thread::sleep(Duration::from_millis(1200).saturating_sub(signalled.elapsed()));
@@ -467,5 +350,5 @@ fn on_sigterm_the_gateway_drains_with_the_main_listener_and_answers_what_it_has_
     let exit_took = signalled.elapsed();
     assert!(exit.success(), "graceful exit: {exit:?}");
     assert!(exit_took < Duration::from_secs(6), "then stopped: {exit_took:?}");
-    assert!(TcpStream::connect(&server.gateway).is_err(), "the gateway no longer accepts");
+    assert!(TcpStream::connect(server.gateway()).is_err(), "the gateway no longer accepts");
 }

@@ -3,57 +3,19 @@
 //! unanswered. `KEYWARD_SIGTERM_TRIALS` sets the number of trials (default 2;
 //! `scripts/sigterm-test.sh` runs 20 and prints the figures).
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+mod support;
+
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const OPERATOR_TOKEN: &str = "kwop_shutdown_test_token_0123456789";
+use support::{start_upstream, Server, OPERATOR_TOKEN};
+
 /// Keep-alive connections sending at once (under the default per-address cap).
 const CLIENTS: usize = 32;
-
-struct Server {
-    child: Child,
-    address: String,
-}
-
-impl Server {
-    fn start(dir: &Path, config: &str) -> Self {
-        std::fs::write(dir.join("keyward.toml"), config).expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-            .current_dir(dir)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config", "keyward.toml"])
-            .env_remove("KEYWARD_MASTER_KEY")
-            .env_remove("KEYWARD_DATABASE_URL")
-            .env_remove("KEYWARD_LISTEN")
-            .env_remove("KEYWARD_CONFIG")
-            .env("KEYWARD_OPERATOR_TOKEN", OPERATOR_TOKEN)
-            .env("KEYWARD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn keyward");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let address = loop {
-            let line = lines.next().expect("keyward exited early").expect("stderr");
-            if let Some(at) = line.find("address=") {
-                break line[at + 8..].split_whitespace().next().expect("address").to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-        Self { child, address }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// One HTTP/1.1 exchange on `stream`: `Ok(Some(close))` with the answer's `Connection: close`,
 /// `Ok(None)` when the server closed or reset the connection before answering in full.
@@ -77,7 +39,8 @@ fn exchange(stream: &mut TcpStream, request: &[u8]) -> std::io::Result<Option<bo
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
         if received.len() >= head_end + 4 + length {
-            assert!(head.starts_with("http/1.1 200"), "{head}");
+            // Through the gateway a key past its limit is refused with 429: still an answer.
+            assert!(head.starts_with("http/1.1 200") || head.starts_with("http/1.1 429"), "{head}");
             return Ok(Some(head.contains("\r\nconnection: close")));
         }
     }
@@ -143,24 +106,53 @@ fn post(address: &str, path: &str, body: &str) -> serde_json::Value {
     response.json().expect("json")
 }
 
+/// Where the load goes: keyward's own `/v1/verify`, or a route of its gateway (`[gateway]`, in
+/// front of a small upstream), verified with the key in `Authorization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    Verify,
+    Gateway,
+}
+
 /// One trial: the load runs `warm_up`, then SIGTERM; returns the tally and how long the exit took.
-fn trial(drain_seconds: u64, warm_up: Duration) -> (Tally, Duration) {
+fn trial(door: Door, drain_seconds: u64, warm_up: Duration) -> (Tally, Duration) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut server = Server::start(dir.path(), &format!("shutdown_drain_seconds = {drain_seconds}\n"));
-    let org = post(&server.address, "/v1/orgs", r#"{"name": "Acme"}"#)["id"].as_str().expect("org").to_owned();
-    let created = post(&server.address, &format!("/v1/orgs/{org}/keys"), r#"{"name": "load"}"#);
+    let mut config = format!("shutdown_drain_seconds = {drain_seconds}\n");
+    if door == Door::Gateway {
+        config = format!(
+            "scopes = [\"templates:read\"]\ndefault_scopes = [\"templates:read\"]\n{config}\n\
+             [gateway]\nlisten = \"127.0.0.1:0\"\nupstream = \"http://127.0.0.1:{}\"\n\n\
+             [[gateway.routes]]\nmethod = \"GET\"\npath = \"/v1/templates/{{id}}\"\nscopes = [\"templates:read\"]\n",
+            start_upstream()
+        );
+    }
+    let mut server = Server::start(dir.path(), &config);
+    let org = post(&server.api, "/v1/orgs", r#"{"name": "Acme"}"#)["id"].as_str().expect("org").to_owned();
+    // The highest limit a key may have; past it the gateway answers 429, which counts as answered.
+    let created = post(&server.api, &format!("/v1/orgs/{org}/keys"), r#"{"name": "load", "rate_limit": 1000}"#);
     let secret = created["secret"].as_str().expect("secret");
-    let body = format!(r#"{{"key": "{secret}"}}"#);
-    let request = format!(
-        "POST /v1/verify HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {OPERATOR_TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        server.address,
-        body.len()
-    )
-    .into_bytes();
+    let (address, request) = match door {
+        Door::Verify => {
+            let body = format!(r#"{{"key": "{secret}"}}"#);
+            let request = format!(
+                "POST /v1/verify HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {OPERATOR_TOKEN}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                server.api,
+                body.len()
+            );
+            (server.api.clone(), request)
+        }
+        Door::Gateway => {
+            let address = server.gateway().to_owned();
+            let request =
+                format!("GET /v1/templates/t1 HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {secret}\r\n\r\n");
+            (address, request)
+        }
+    };
+    let request = request.into_bytes();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (address, request, stop) = (server.address.clone(), request.clone(), Arc::clone(&stop));
+            let (address, request, stop) = (address.clone(), request.clone(), Arc::clone(&stop));
             std::thread::spawn(move || client(&address, &request, &stop))
         })
         .collect();
@@ -182,14 +174,14 @@ fn trial(drain_seconds: u64, warm_up: Duration) -> (Tally, Duration) {
     (total, exit_took)
 }
 
-#[test]
-fn sigterm_under_load_loses_no_request_written_on_a_keep_alive_connection() {
+/// `trials` trials against `door`; returns the requests lost on keep-alive connections.
+fn trials(door: Door) -> u64 {
     let trials: usize = std::env::var("KEYWARD_SIGTERM_TRIALS").ok().and_then(|n| n.parse().ok()).unwrap_or(2);
     let (mut lost, mut answered, mut queued) = (0, 0, 0);
     for n in 1..=trials {
-        let (tally, exit_took) = trial(0, Duration::from_millis(1500));
+        let (tally, exit_took) = trial(door, 0, Duration::from_millis(1500));
         eprintln!(
-            "SIGTERM trial {n}/{trials}: {} answered, {} lost on keep-alive connections, {} reset in the accept queue, exited {:.0} ms after the signal",
+            "SIGTERM {door:?} trial {n}/{trials}: {} answered, {} lost on keep-alive connections, {} reset in the accept queue, exited {:.0} ms after the signal",
             tally.answered,
             tally.lost,
             tally.reset_in_accept_queue,
@@ -201,14 +193,24 @@ fn sigterm_under_load_loses_no_request_written_on_a_keep_alive_connection() {
         queued += tally.reset_in_accept_queue;
     }
     eprintln!(
-        "SIGTERM: {lost} requests lost on keep-alive connections in {trials} trials ({answered} answered, {queued} new connections reset in the accept queue)"
+        "SIGTERM {door:?}: {lost} requests lost on keep-alive connections in {trials} trials ({answered} answered, {queued} new connections reset in the accept queue)"
     );
-    assert_eq!(lost, 0);
+    lost
+}
+
+#[test]
+fn sigterm_under_load_loses_no_request_written_on_a_keep_alive_connection() {
+    assert_eq!(trials(Door::Verify), 0);
+}
+
+#[test]
+fn sigterm_under_load_through_the_gateway_loses_no_request_written_on_a_keep_alive_connection() {
+    assert_eq!(trials(Door::Gateway), 0);
 }
 
 #[test]
 fn the_drain_keeps_serving_for_its_configured_time() {
-    let (tally, exit_took) = trial(2, Duration::from_millis(500));
+    let (tally, exit_took) = trial(Door::Verify, 2, Duration::from_millis(500));
     assert_eq!(tally.lost, 0, "{tally:?}");
     assert!(exit_took >= Duration::from_secs(2), "served through the drain: {exit_took:?}");
     assert!(exit_took < Duration::from_secs(6), "then stopped: {exit_took:?}");

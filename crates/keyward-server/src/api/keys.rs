@@ -362,7 +362,7 @@ pub async fn roll(
 ) -> Result<(StatusCode, Json<CreatedKeyResponse>), ApiError> {
     access.require(Permission::WriteKeys)?;
     let id = key_id(&params)?;
-    let body: RollKeyBody = optional_json(request, &state).await?;
+    let body: RollKeyBody = optional_json(request).await?;
     let grace_seconds = match body.grace_seconds {
         None | Some(Value::Null) => 0,
         Some(Value::Number(n)) => {
@@ -383,16 +383,13 @@ fn grace_error() -> ApiError {
 }
 
 /// A JSON body that may be left out entirely.
-async fn optional_json<T: Default + serde::de::DeserializeOwned>(
-    request: Request,
-    state: &AppState,
-) -> Result<T, ApiError> {
+async fn optional_json<T: Default + serde::de::DeserializeOwned>(request: Request) -> Result<T, ApiError> {
     let has_body = request.headers().get(axum::http::header::CONTENT_LENGTH).is_none_or(|len| len != "0")
         && request.headers().contains_key(axum::http::header::CONTENT_TYPE);
     if !has_body {
         return Ok(T::default());
     }
-    let bytes: Bytes = extract::json_body(request, state).await?;
+    let bytes: Bytes = extract::json_body(request).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -75,6 +75,8 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, Refusal> {
     Ok(found)
 }
 
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 /// Headers that belong to one connection, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -159,7 +161,13 @@ async fn forward(gateway: &Gateway, request: Request) -> Result<Response, Refusa
     };
     drop(scopes);
     let uri = upstream_uri(&gateway.config, &target)?;
-    prepare_headers(gateway, &mut parts.headers, &identity, peer);
+    let scheme = if parts.extensions.get::<net::OverTls>().is_some() { "https" } else { "http" };
+    let hop = Hop {
+        peer,
+        peer_trusted: peer.is_some_and(|ip| net::is_trusted(ip, &gateway.state.config.trusted_proxies)),
+        scheme,
+    };
+    prepare_headers(gateway, &mut parts.headers, &identity, hop);
     parts.uri = uri;
     let upstream = Request::from_parts(parts, body);
     send(gateway, upstream, &identity).await
@@ -235,9 +243,19 @@ fn upstream_uri(config: &GatewayConfig, target: &str) -> Result<Uri, Refusal> {
     text.parse().map_err(|_| Refusal::new(Code::ValidationFailed, "The request target cannot be forwarded"))
 }
 
+/// The connection the request came in on, as the upstream is told of it.
+struct Hop {
+    peer: Option<IpAddr>,
+    /// A trusted proxy's `X-Forwarded-Proto` is passed on: it saw the client's scheme.
+    peer_trusted: bool,
+    /// `https` when the gateway's own listener terminated TLS.
+    scheme: &'static str,
+}
+
 /// Removes what must not reach the upstream (hop-by-hop headers, the key, the signature, any
-/// identity the client made up) and adds the verified identity, `X-Forwarded-For` and a trace.
-fn prepare_headers(gateway: &Gateway, headers: &mut HeaderMap, identity: &Identity, peer: Option<IpAddr>) {
+/// identity the client made up) and adds the verified identity, `X-Forwarded-For`,
+/// `X-Forwarded-Proto` and a trace.
+fn prepare_headers(gateway: &Gateway, headers: &mut HeaderMap, identity: &Identity, hop: Hop) {
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -266,7 +284,10 @@ fn prepare_headers(gateway: &Gateway, headers: &mut HeaderMap, identity: &Identi
         headers.remove(name);
     }
     answer::identity_headers(headers, identity);
-    if let Some(peer) = peer {
+    if !(hop.peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.scheme));
+    }
+    if let Some(peer) = hop.peer {
         let forwarded = match headers.get("x-forwarded-for").and_then(|value| value.to_str().ok()) {
             Some(earlier) => format!("{earlier}, {peer}"),
             None => peer.to_string(),
@@ -339,5 +360,5 @@ pub async fn serve(
 ) {
     let rules = net::ConnectionRules::from_config(&gateway.state.config, tls);
     // `/readyz` lives on the main listener, which turns it 503 on the same signal.
-    net::serve_connections(listener, router(gateway), rules, shutdown, || {}).await;
+    net::serve_connections(listener, router(gateway), None, rules, shutdown, || {}).await;
 }

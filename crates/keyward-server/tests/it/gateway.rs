@@ -149,6 +149,7 @@ async fn a_valid_key_is_forwarded_with_its_identity_and_without_its_secrets() {
             .header("x-keyward-org-id", "org_forged")
             .header("x-keyward-channels", "*")
             .header("x-forwarded-for", "198.51.100.9")
+            .header("x-forwarded-proto", "https")
             .header("x-custom", "kept as sent")
             .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
             .json(&message("+14155550100", &["marketing"])),
@@ -169,6 +170,7 @@ async fn a_valid_key_is_forwarded_with_its_identity_and_without_its_secrets() {
     assert!(seen.headers.get("authorization").is_none(), "the key never reaches the upstream");
     assert_eq!(seen.headers["x-custom"], "kept as sent");
     assert_eq!(seen.headers["x-forwarded-for"], "198.51.100.9, 127.0.0.1", "the peer is appended");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http", "an untrusted client's scheme claim is replaced");
     assert_eq!(seen.headers["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
     assert!(seen.body_len > 0);
 
