@@ -77,14 +77,16 @@ where
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let is_json =
-        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(
-            |mime| {
-                let mime = mime.trim();
-                mime.eq_ignore_ascii_case("application/json")
-                    || (mime.starts_with("application/") && mime.to_ascii_lowercase().ends_with("+json"))
-            },
-        );
+    let content_type = headers.get(header::CONTENT_TYPE);
+    // What nearly every client sends, checked before parsing the header.
+    if content_type.is_some_and(|v| v.as_bytes() == b"application/json") {
+        return Ok(());
+    }
+    let is_json = content_type.and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(|mime| {
+        let mime = mime.trim();
+        mime.eq_ignore_ascii_case("application/json")
+            || (mime.starts_with("application/") && mime.to_ascii_lowercase().ends_with("+json"))
+    });
     if is_json {
         Ok(())
     } else {
