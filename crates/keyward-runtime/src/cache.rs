@@ -1,23 +1,27 @@
 //! The verification cache: key hash → compiled policy (or a short-lived "no such key"), the
 //! org facts policies share, and the per-key cells (rate-limit state, last use).
 //!
-//! Every map is a bounded `moka` cache with a maximum age, so neither many keys nor a flood of
-//! made-up ones can grow the process without bound. Reads take no lock of ours; writes and
-//! invalidations are serialised by one mutex (misses are rare), which is what lets a load that
-//! raced an invalidation be refused instead of caching a stale row.
+//! Every map is a bounded `quick_cache` cache whose entries carry the time they were cached, so
+//! neither many keys nor a flood of made-up ones can grow the process without bound, and an
+//! entry past its maximum age reads as absent. quick_cache was chosen over moka for the hit:
+//! moka logs every read for its eviction policy and replays the log later, which perf counted as
+//! a sixth of a verification's own work; quick_cache's read takes a shard's read lock and sets a
+//! bit. Reads take no lock of ours; writes and invalidations are serialised by one mutex (misses
+//! are rare), which is what lets a load that raced an invalidation be refused instead of caching
+//! a stale row.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keyward_core::ids::{KeyId, OrgId};
 use keyward_core::key::KeyHash;
 use keyward_core::policy::KeyPolicy;
-use moka::notification::RemovalCause;
-use moka::sync::Cache;
 use parking_lot::Mutex;
+use quick_cache::sync::{Cache, DefaultLifecycle};
+use quick_cache::{Lifecycle, UnitWeighter};
 
 /// How long the cells of a key that left the cache are kept for its reload: an edit or an
 /// eviction must not hand a throttled key a fresh bucket. Past a second of idleness a GCRA
@@ -64,8 +68,8 @@ pub(crate) struct CacheLimits {
 }
 
 /// Hashes a [`KeyHash`] for the caches by folding its words. A key hash is an HMAC output that
-/// nobody can steer without the pepper, so it is already uniform: `SipHash` over it again (moka's
-/// default) was most of a cache hit's cost (perf, `scripts/callgrind-verify.sh`).
+/// nobody can steer without the pepper, so it is already uniform: `SipHash` over it again (the
+/// caches' usual default) was most of a cache hit's cost (perf, `scripts/callgrind-verify.sh`).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct KeyHashBuild;
 
@@ -93,13 +97,44 @@ impl Hasher for KeyHashHasher {
     }
 }
 
+/// A cached value and when it was cached (since the cache was made): quick_cache has no expiry
+/// of its own.
+#[derive(Debug, Clone)]
+struct Aged<V> {
+    value: V,
+    cached_at: Duration,
+}
+
+type ByHash<V, L = DefaultLifecycle<KeyHash, Aged<V>>> = Cache<KeyHash, Aged<V>, UnitWeighter, KeyHashBuild, L>;
+
+/// Collects the cells of keys pushed out for room during an insert, so the insert's caller
+/// retires them (outside the cache's lock) like those of keys dropped for any other reason.
+#[derive(Debug, Clone, Copy, Default)]
+struct CollectEvicted;
+
+impl Lifecycle<KeyHash, Aged<Arc<CachedKey>>> for CollectEvicted {
+    type RequestState = Vec<(KeyHash, Arc<KeyCells>)>;
+
+    fn on_evict(&self, evicted: &mut Self::RequestState, hash: KeyHash, key: Aged<Arc<CachedKey>>) {
+        evicted.push((hash, Arc::clone(&key.value.cells)));
+    }
+}
+
+/// How often [`KeyCache::run_upkeep`] walks the caches for entries past their age: expired
+/// entries already read as absent, so the walk only hands their memory back.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub(crate) struct KeyCache {
-    found: Cache<KeyHash, Arc<CachedKey>, KeyHashBuild>,
+    limits: CacheLimits,
+    found: ByHash<Arc<CachedKey>, CollectEvicted>,
     /// Unknown keys, remembered briefly so a repeated made-up key stays off the database.
-    missing: Cache<KeyHash, (), KeyHashBuild>,
-    retired: Cache<KeyHash, Arc<KeyCells>, KeyHashBuild>,
-    orgs: Cache<OrgId, Arc<OrgFacts>>,
+    missing: ByHash<()>,
+    retired: ByHash<Arc<KeyCells>>,
+    orgs: Cache<OrgId, Aged<Arc<OrgFacts>>>,
+    /// The ages' origin.
+    started: Instant,
+    last_sweep: Mutex<Duration>,
     /// Taken by every insert and invalidation, never by a read.
     writes: Mutex<()>,
     /// Bumped by every invalidation; a load that saw it move retries, so it cannot cache a stale row.
@@ -110,31 +145,25 @@ pub(crate) struct KeyCache {
     loading: Mutex<HashMap<KeyHash, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+fn capacity(items: u64) -> usize {
+    usize::try_from(items.max(1)).unwrap_or(usize::MAX)
+}
+
+fn by_hash<V: Clone>(items: u64) -> ByHash<V> {
+    Cache::with(capacity(items), items.max(1), UnitWeighter, KeyHashBuild, DefaultLifecycle::default())
+}
+
 impl KeyCache {
     pub(crate) fn new(limits: CacheLimits) -> Self {
-        let retired: Cache<KeyHash, Arc<KeyCells>, KeyHashBuild> = Cache::builder()
-            .max_capacity(limits.max_keys.max(1))
-            .time_to_live(RETIRED_CELLS_TTL)
-            .build_with_hasher(KeyHashBuild);
-        let keep = retired.clone();
-        let found = Cache::builder()
-            .max_capacity(limits.max_keys.max(1))
-            .time_to_live(limits.max_age)
-            .eviction_listener(move |hash: Arc<KeyHash>, key: Arc<CachedKey>, cause| {
-                // A replaced entry's cells live on in its replacement.
-                if cause != RemovalCause::Replaced {
-                    keep.insert(*hash, Arc::clone(&key.cells));
-                }
-            })
-            .build_with_hasher(KeyHashBuild);
+        let keys = limits.max_keys.max(1);
         Self {
-            found,
-            missing: Cache::builder()
-                .max_capacity(limits.max_missing.max(1))
-                .time_to_live(limits.missing_ttl)
-                .build_with_hasher(KeyHashBuild),
-            retired,
-            orgs: Cache::builder().max_capacity(limits.max_keys.max(1)).time_to_live(limits.max_age).build(),
+            limits,
+            found: Cache::with(capacity(keys), keys, UnitWeighter, KeyHashBuild, CollectEvicted),
+            missing: by_hash(limits.max_missing),
+            retired: by_hash(keys),
+            orgs: Cache::new(capacity(keys)),
+            started: Instant::now(),
+            last_sweep: Mutex::new(Duration::ZERO),
             writes: Mutex::new(()),
             epoch: AtomicU64::new(0),
             used: Mutex::new(Vec::new()),
@@ -142,11 +171,23 @@ impl KeyCache {
         }
     }
 
+    fn age_now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     pub(crate) fn get(&self, hash: &KeyHash) -> Lookup {
+        let now = self.age_now();
         if let Some(key) = self.found.get(hash) {
-            return Lookup::Found(key);
+            if now.saturating_sub(key.cached_at) < self.limits.max_age {
+                return Lookup::Found(key.value);
+            }
+            // Past its age: dropped (its cells retired for the reload) and read again.
+            if let Some((hash, old)) = self.found.remove_if(hash, |entry| entry.cached_at == key.cached_at) {
+                self.retire(hash, Arc::clone(&old.value.cells), now);
+            }
+            return Lookup::Unknown;
         }
-        if self.missing.contains_key(hash) {
+        if self.missing.get(hash).is_some_and(|entry| now.saturating_sub(entry.cached_at) < self.limits.missing_ttl) {
             return Lookup::Missing;
         }
         Lookup::Unknown
@@ -158,58 +199,99 @@ impl KeyCache {
 
     /// Caches a loaded policy unless an invalidation happened since `epoch` was read.
     pub(crate) fn insert_found(&self, hash: KeyHash, key: Arc<CachedKey>, epoch: u64) -> bool {
-        let _writes = self.writes.lock();
-        if self.epoch() != epoch {
-            return false;
+        let now = self.age_now();
+        let mut evicted = Vec::new();
+        {
+            let _writes = self.writes.lock();
+            if self.epoch() != epoch {
+                return false;
+            }
+            // A replaced entry's cells live on in its replacement (the load took them).
+            self.found.insert_with_lifecycle(hash, Aged { value: key, cached_at: now }, &mut evicted);
         }
-        self.found.insert(hash, key);
+        for (hash, cells) in evicted {
+            self.retire(hash, cells, now);
+        }
         true
     }
 
     pub(crate) fn insert_missing(&self, hash: KeyHash, epoch: u64) {
         let _writes = self.writes.lock();
         if self.epoch() == epoch {
-            self.missing.insert(hash, ());
+            self.missing.insert(hash, Aged { value: (), cached_at: self.age_now() });
         }
     }
 
     pub(crate) fn invalidate_key(&self, hash: &KeyHash) {
         let _writes = self.writes.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.found.invalidate(hash);
-        self.missing.invalidate(hash);
+        if let Some((hash, key)) = self.found.remove(hash) {
+            self.retire(hash, Arc::clone(&key.value.cells), self.age_now());
+        }
+        self.missing.remove(hash);
     }
 
     /// Forgets every cached key of an org and its facts (they changed).
     pub(crate) fn invalidate_org(&self, org: &OrgId) {
         let _writes = self.writes.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.orgs.invalidate(org);
-        // A walk over the cache, not moka's invalidation predicates: those also hide entries
-        // inserted right after them (same clock tick), and org changes (numbers, channels,
-        // members) are rare administrative acts.
-        for (hash, key) in &self.found {
-            if key.policy.org_id == *org {
-                self.found.invalidate(&*hash);
+        self.orgs.remove(org);
+        // A walk over the cache: org changes (numbers, channels, members) are rare administrative acts.
+        // The matches are collected first: removing while iterating may skip entries.
+        let now = self.age_now();
+        let of_org: Vec<KeyHash> =
+            self.found.iter().filter(|(_, key)| key.value.policy.org_id == *org).map(|(hash, _)| hash).collect();
+        for hash in of_org {
+            if let Some((hash, key)) = self.found.remove(&hash) {
+                self.retire(hash, Arc::clone(&key.value.cells), now);
             }
         }
     }
 
-    /// Applies pending evictions and expiries now, so memory is handed back without traffic.
+    /// Keeps a dropped key's cells for its reload: an edit or an eviction must not hand a
+    /// throttled key a fresh bucket.
+    fn retire(&self, hash: KeyHash, cells: Arc<KeyCells>, now: Duration) {
+        self.retired.insert(hash, Aged { value: cells, cached_at: now });
+    }
+
+    /// Hands back the memory of entries past their age (every `SWEEP_EVERY`), so a node that no
+    /// longer sees a key does not hold it until the cache fills.
     pub(crate) fn run_upkeep(&self) {
-        self.found.run_pending_tasks();
-        self.missing.run_pending_tasks();
-        self.retired.run_pending_tasks();
-        self.orgs.run_pending_tasks();
+        let now = self.age_now();
+        {
+            let mut last = self.last_sweep.lock();
+            if now.saturating_sub(*last) < SWEEP_EVERY {
+                return;
+            }
+            *last = now;
+        }
+        let fresh = |cached_at: Duration, max_age: Duration| now.saturating_sub(cached_at) < max_age;
+        let expired: Vec<KeyHash> = self
+            .found
+            .iter()
+            .filter(|(_, key)| !fresh(key.cached_at, self.limits.max_age))
+            .map(|(hash, _)| hash)
+            .collect();
+        for hash in expired {
+            if let Some((hash, key)) = self.found.remove_if(&hash, |key| !fresh(key.cached_at, self.limits.max_age)) {
+                self.retire(hash, Arc::clone(&key.value.cells), now);
+            }
+        }
+        self.missing.retain(|_, entry| fresh(entry.cached_at, self.limits.missing_ttl));
+        self.retired.retain(|_, entry| fresh(entry.cached_at, RETIRED_CELLS_TTL));
+        self.orgs.retain(|_, entry| fresh(entry.cached_at, self.limits.max_age));
     }
 
     /// The cells of a key being loaded: those of its cached or recently dropped version, or new.
     pub(crate) fn cells_for(&self, hash: KeyHash, key_id: &KeyId) -> Arc<KeyCells> {
         if let Some(key) = self.found.get(&hash) {
-            return Arc::clone(&key.cells);
+            return Arc::clone(&key.value.cells);
         }
-        if let Some(cells) = self.retired.remove(&hash) {
-            return cells;
+        let now = self.age_now();
+        if let Some((_, cells)) = self.retired.remove(&hash) {
+            if now.saturating_sub(cells.cached_at) < RETIRED_CELLS_TTL {
+                return cells.value;
+            }
         }
         Arc::new(KeyCells {
             key_id: key_id.clone(),
@@ -247,13 +329,14 @@ impl KeyCache {
     }
 
     pub(crate) fn org_facts(&self, org: &OrgId) -> Option<Arc<OrgFacts>> {
-        self.orgs.get(org)
+        let entry = self.orgs.get(org)?;
+        (self.age_now().saturating_sub(entry.cached_at) < self.limits.max_age).then_some(entry.value)
     }
 
     pub(crate) fn put_org_facts(&self, org: OrgId, facts: Arc<OrgFacts>, epoch: u64) {
         let _writes = self.writes.lock();
         if self.epoch() == epoch {
-            self.orgs.insert(org, facts);
+            self.orgs.insert(org, Aged { value: facts, cached_at: self.age_now() });
         }
     }
 
@@ -264,10 +347,9 @@ impl KeyCache {
         LoadTurn { cache: self, hash, gate, _guard: guard }
     }
 
-    /// Keys held right now, once pending evictions are applied.
+    /// Keys held right now.
     pub(crate) fn len(&self) -> u64 {
-        self.found.run_pending_tasks();
-        self.found.entry_count()
+        u64::try_from(self.found.len()).unwrap_or(u64::MAX)
     }
 }
 

@@ -117,11 +117,14 @@ async fn two_nodes_share_one_budget() {
     let (cell_a, cell_b) = (AtomicU64::new(0), AtomicU64::new(0));
     let quota = Quota::per_second(20);
     let mut accepted = 0;
+    let started = std::time::Instant::now();
     for _ in 0..20 {
         accepted += usize::from(node_a.take(&key, &cell_a, quota, 0).await.allowed);
         accepted += usize::from(node_b.take(&key, &cell_b, quota, 0).await.allowed);
     }
-    assert_eq!(accepted, 20, "20 in total across the nodes, not 20 each");
+    // Redis's clock runs on: a slow run (a busy machine) earns one more request per 50 ms.
+    let refilled = usize::try_from(started.elapsed().as_millis() / 50).unwrap_or(usize::MAX);
+    assert!((20..=20 + refilled).contains(&accepted), "{accepted} accepted: 20 in total across the nodes, not 20 each");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
