@@ -281,7 +281,8 @@ impl Connection {
             }
         });
         let io = TokioIo::new(ProblemBodies::new(stream, transport == Transport::Tls));
-        let connection = self.http.serve_connection(io, service).with_upgrades();
+        // No upgrades: the gateway drops `Upgrade` as hop-by-hop, and the API has no use for one.
+        let connection = self.http.serve_connection(io, service);
         tokio::pin!(connection);
         tokio::select! {
             _ = connection.as_mut() => return,
