@@ -3,9 +3,9 @@
 //!
 //! Every map is a bounded `quick_cache` cache whose entries carry the time they were cached, so
 //! neither many keys nor a flood of made-up ones can grow the process without bound, and an
-//! entry past its maximum age reads as absent. quick_cache was chosen over moka for the hit:
+//! entry past its maximum age reads as absent. `quick_cache` was chosen over moka for the hit:
 //! moka logs every read for its eviction policy and replays the log later, which perf counted as
-//! a sixth of a verification's own work; quick_cache's read takes a shard's read lock and sets a
+//! a sixth of a verification's own work; `quick_cache`'s read takes a shard's read lock and sets a
 //! bit. Reads take no lock of ours; writes and invalidations are serialised by one mutex (misses
 //! are rare), which is what lets a load that raced an invalidation be refused instead of caching
 //! a stale row.
@@ -97,7 +97,7 @@ impl Hasher for KeyHashHasher {
     }
 }
 
-/// A cached value and when it was cached (since the cache was made): quick_cache has no expiry
+/// A cached value and when it was cached (since the cache was made): `quick_cache` has no expiry
 /// of its own.
 #[derive(Debug, Clone)]
 struct Aged<V> {

@@ -254,16 +254,15 @@ impl Connection {
                 Transport::Proxied => forwarded_https(request.headers()),
                 Transport::Tls => true,
             };
-            let destination = match verify.as_ref().filter(|door| door.claims(&request)) {
-                // A verification needs neither the peer nor the transport: no extensions for it.
-                Some(door) => Destination::Verify(door.clone()),
-                None => {
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    if transport == Transport::Tls {
-                        request.extensions_mut().insert(OverTls);
-                    }
-                    Destination::Router(app.clone())
+            // A verification needs neither the peer nor the transport: no extensions for it.
+            let destination = if let Some(door) = verify.as_ref().filter(|door| door.claims(&request)) {
+                Destination::Verify(door.clone())
+            } else {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                if transport == Transport::Tls {
+                    request.extensions_mut().insert(OverTls);
                 }
+                Destination::Router(app.clone())
             };
             let closing = Arc::clone(&closing);
             async move {

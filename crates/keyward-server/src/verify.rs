@@ -360,7 +360,7 @@ fn json_answer(bytes: Vec<u8>) -> Response {
 /// The `VALID` answer (SPEC §5), written directly: serde's generic serializer escaped every field
 /// name and value byte by byte, the largest part of rendering a verification (callgrind). The
 /// names are constants here, and a value is escaped only when it holds a byte JSON must escape.
-/// `valid_answers_are_the_json_serde_writes` holds it to serde_json's output.
+/// `valid_answers_are_the_json_serde_writes` holds it to `serde_json`'s output.
 fn write_valid(out: &mut Vec<u8>, policy: &KeyPolicy, channels: &EffectiveChannels<'_, '_>, rate: RateInfo) {
     out.extend_from_slice(br#"{"valid":true,"code":"VALID","key_id":"#);
     push_json_str(out, policy.key_id.as_str());
@@ -412,7 +412,7 @@ fn push_json_list<'s>(out: &mut Vec<u8>, items: impl Iterator<Item = &'s str>) {
 }
 
 /// A JSON string: copied as it is when no byte needs escaping (ids, scopes, most names), else
-/// escaped by serde_json.
+/// escaped by `serde_json`.
 fn push_json_str(out: &mut Vec<u8>, text: &str) {
     if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
         out.reserve(text.len() + 2);

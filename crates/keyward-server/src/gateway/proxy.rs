@@ -244,6 +244,7 @@ fn upstream_uri(config: &GatewayConfig, target: &str) -> Result<Uri, Refusal> {
 }
 
 /// The connection the request came in on, as the upstream is told of it.
+#[derive(Debug, Clone, Copy)]
 struct Hop {
     peer: Option<IpAddr>,
     /// A trusted proxy's `X-Forwarded-Proto` is passed on: it saw the client's scheme.
