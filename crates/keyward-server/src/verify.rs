@@ -251,7 +251,7 @@ where
 }
 
 /// `POST /v1/verify` in the router, for what does not come through the listener (tests driving
-/// the router, other methods on the path); added after the layers, which [`answer`] does without.
+/// the router, other methods on the path); added after the layers, which [`VerifyDoor::answer`] does without.
 pub fn route() -> MethodRouter<AppState> {
     post(verify).fallback(|| async {
         let mut response = app::method_not_allowed().await;
