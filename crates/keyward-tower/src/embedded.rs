@@ -4,21 +4,26 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use keyward_core::crypto::MasterKey;
 use keyward_core::keyring::Keyring;
 use keyward_core::policy::{EffectiveChannels, VerifyRequest};
-use keyward_runtime::{Background, BackgroundOptions, Clock, Outcome, SharedState, SystemClock, Verifier};
+use keyward_runtime::shared::SharedHealth;
+use keyward_runtime::{
+    Background, BackgroundOptions, CacheAnswer, CachedKey, Clock, Outcome, SharedState, SystemClock, Verifier,
+};
 use keyward_server::answer::Refusal;
 use keyward_server::config::Config;
 use keyward_server::master_key::{self, KeyringProblem, KeyringSource};
 use keyward_server::secrets;
-use keyward_store::Store;
+use keyward_store::{Store, StoreError};
 use keyward_store_postgres::PostgresStore;
 use keyward_store_sqlite::SqliteStore;
 
@@ -40,6 +45,9 @@ pub struct Embedded {
 
 struct Inner {
     verifier: Arc<Verifier>,
+    /// Rate limits and replays live in this process (no Redis): a cached key's decision never
+    /// waits, and [`Embedded::verify_now`] makes it.
+    decides_now: bool,
     trusted_proxies: Vec<IpNet>,
     background: parking_lot::Mutex<Option<Background>>,
     /// Follows the database's master key versions.
@@ -127,12 +135,52 @@ impl Embedded {
         scopes: &[Cow<'_, str>],
         client_ip: Option<IpAddr>,
     ) -> Result<VerifiedKey, Refusal> {
-        let verifier = &self.inner.verifier;
-        let request = VerifyRequest { scopes, client_ip, sender: None, channels: None, signature: None };
         // Looked up first so the extension can share the cached key instead of copying it.
-        let found = verifier.find(key).await;
+        let found = self.inner.verifier.find(key).await;
+        self.decide(found, key, scopes, client_ip).await
+    }
+
+    /// [`Embedded::verify`] when it can answer without waiting: a key the cache holds (or knows
+    /// to be unknown) under a fresh change feed, and rate limits in this process. `None` when
+    /// the store or Redis must be asked; the layer then awaits [`Embedded::verify`].
+    pub(crate) fn verify_now(
+        &self,
+        key: &str,
+        scopes: &[Cow<'_, str>],
+        client_ip: Option<IpAddr>,
+    ) -> Option<Result<VerifiedKey, Refusal>> {
+        if !self.inner.decides_now {
+            return None;
+        }
+        let found = match self.inner.verifier.find_cached(key) {
+            CacheAnswer::Found(cached) => Some(cached),
+            CacheAnswer::Unknown => None,
+            CacheAnswer::Uncertain => return None,
+        };
+        // With the key in hand and the limiter in this process, the decision has nothing to
+        // wait for (no store read, no Redis; the layer sends no signature to reserve): it is
+        // ready on its first poll. Were it not, it would be dropped before it took anything,
+        // as when a caller hangs up, and the layer would ask again on the waiting path.
+        let decision = std::pin::pin!(self.decide(Ok(found), key, scopes, client_ip));
+        match decision.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(verdict) => Some(verdict),
+            Poll::Pending => None,
+        }
+    }
+
+    /// The verifier's decision on a key already looked up, and the [`VerifiedKey`] sharing it.
+    async fn decide(
+        &self,
+        found: Result<Option<Arc<CachedKey>>, StoreError>,
+        key: &str,
+        scopes: &[Cow<'_, str>],
+        client_ip: Option<IpAddr>,
+    ) -> Result<VerifiedKey, Refusal> {
+        let request = VerifyRequest { scopes, client_ip, sender: None, channels: None, signature: None };
         let cached = found.as_ref().ok().and_then(Option::clone);
-        let (all_channels, rate) = verifier
+        let (all_channels, rate) = self
+            .inner
+            .verifier
             .verify_found(found, &request, |outcome| match outcome {
                 Outcome::Valid { channels, rate, .. } => Ok((channels == EffectiveChannels::All, rate)),
                 Outcome::Invalid(failure) => Err(Refusal::from(failure)),
@@ -256,9 +304,11 @@ impl EmbeddedBuilder {
         let options = BackgroundOptions { feed_poll: self.feed_poll.unwrap_or(poll), record_last_used: false };
         let background = verifier.start_background_with(options).await?;
         let rotations = tokio::spawn(follow_rotations(store, Arc::clone(&verifier), source, clock));
+        let decides_now = verifier.shared_health() == SharedHealth::Local;
         Ok(Embedded {
             inner: Arc::new(Inner {
                 verifier,
+                decides_now,
                 trusted_proxies: config.trusted_proxies,
                 background: parking_lot::Mutex::new(Some(background)),
                 rotations,

@@ -50,7 +50,7 @@ mod remote;
 pub use embedded::{Embedded, EmbeddedBuilder};
 pub use key::{KeyChannels, RateLimit, VerifiedKey};
 pub use keyward_server::answer::Refusal;
-pub use layer::{KeywardLayer, KeywardService};
+pub use layer::{KeywardLayer, KeywardService, ResponseFuture};
 
 /// Why a layer or an embedded verifier could not be set up. Never holds a secret.
 #[derive(Debug, thiserror::Error)]
