@@ -8,7 +8,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
@@ -21,7 +20,7 @@ use keyward_server::gateway::proxy::credential;
 use pin_project_lite::pin_project;
 
 use crate::embedded::Embedded;
-use crate::remote::Remote;
+use crate::remote::{Remote, RemoteBuilder};
 use crate::{Error, RateLimit, VerifiedKey};
 
 /// Verifies the caller's API key before the inner service runs. Build one with
@@ -47,13 +46,34 @@ enum Mode {
 }
 
 impl KeywardLayer {
-    /// Asks the keyward server at `base_url` (`http://host:port`) on every request, with the
-    /// operator token. Plain HTTP only: keep keyward on the same host or a private network.
-    /// Connections are pooled; a connection takes at most 1 s and an answer 2 s
-    /// ([`KeywardLayer::timeouts`]), past which the caller gets 503.
+    /// Asks the keyward server at `base_url` (`http://host:port` or `https://host`) on every
+    /// request, with the operator token; over `https://`, keyward's certificate must chain to
+    /// one of the system's trusted roots. Connections are pooled; a connection takes at most
+    /// 1 s and an answer 2 s, past which the caller gets 503. [`KeywardLayer::remote_builder`]
+    /// sets those, or a private CA.
     pub fn remote(base_url: &str, operator_token: &str) -> Result<Self, Error> {
-        let remote = Remote::new(base_url, operator_token, Duration::from_secs(1), Duration::from_secs(2))?;
-        Ok(Self::with_mode(Mode::Remote(Arc::new(remote)), Vec::new()))
+        Self::remote_builder(base_url, operator_token).build()
+    }
+
+    /// [`KeywardLayer::remote`] with settings: timeouts, the CA that signed keyward's
+    /// certificate ([`RemoteBuilder::add_root_certificate`]), whether the system's roots count.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), keyward_tower::Error> {
+    /// # let operator_token = "kwop_…";
+    /// let ca = std::fs::read("/etc/keyward/ca.pem").expect("the CA file");
+    /// let layer = keyward_tower::KeywardLayer::remote_builder("https://keyward.internal:8443", operator_token)
+    ///     .add_root_certificate(&ca)
+    ///     .build()?
+    ///     .require_scope("messages:send");
+    /// # Ok(()) }
+    /// ```
+    pub fn remote_builder(base_url: &str, operator_token: &str) -> RemoteBuilder {
+        RemoteBuilder::new(base_url, operator_token)
+    }
+
+    pub(crate) fn from_remote(remote: Remote) -> Self {
+        Self::with_mode(Mode::Remote(Arc::new(remote)), Vec::new())
     }
 
     /// Verifies in this process with an [`Embedded`] verifier (started once, shared by every
@@ -79,17 +99,6 @@ impl KeywardLayer {
     #[must_use]
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
         Arc::make_mut(&mut self.door).trusted_proxies = proxies.into_iter().collect();
-        self
-    }
-
-    /// Remote mode: how long a connection to keyward may take, and a whole verification. Past
-    /// either, the caller gets 503. No effect on an embedded layer.
-    #[must_use]
-    pub fn timeouts(mut self, connect: Duration, answer: Duration) -> Self {
-        let door = Arc::make_mut(&mut self.door);
-        if let Mode::Remote(remote) = &door.mode {
-            door.mode = Mode::Remote(Arc::new(remote.with_timeouts(connect, answer)));
-        }
         self
     }
 }
