@@ -17,13 +17,13 @@ use keyward_core::keyring::Keyring;
 use keyward_core::policy::{EffectiveChannels, VerifyRequest};
 use keyward_runtime::shared::SharedHealth;
 use keyward_runtime::{
-    Background, BackgroundOptions, CacheAnswer, CachedKey, Clock, Outcome, SharedState, SystemClock, Verifier,
+    Background, BackgroundOptions, CacheAnswer, CachedKey, Clock, Outcome, RateInfo, SharedState, SystemClock, Verifier,
 };
 use keyward_server::answer::Refusal;
 use keyward_server::config::Config;
 use keyward_server::master_key::{self, KeyringProblem, KeyringSource};
 use keyward_server::secrets;
-use keyward_store::{Store, StoreError};
+use keyward_store::Store;
 use keyward_store_postgres::PostgresStore;
 use keyward_store_sqlite::SqliteStore;
 
@@ -135,9 +135,13 @@ impl Embedded {
         scopes: &[Cow<'_, str>],
         client_ip: Option<IpAddr>,
     ) -> Result<VerifiedKey, Refusal> {
+        let verifier = &self.inner.verifier;
+        let request = VerifyRequest { scopes, client_ip, sender: None, channels: None, signature: None };
         // Looked up first so the extension can share the cached key instead of copying it.
-        let found = self.inner.verifier.find(key).await;
-        self.decide(found, key, scopes, client_ip).await
+        let found = verifier.find(key).await;
+        let cached = found.as_ref().ok().and_then(Option::clone);
+        let decided = verifier.verify_found(found, &request, decision).await;
+        verified(decided, cached, key)
     }
 
     /// [`Embedded::verify`] when it can answer without waiting: a key the cache holds (or knows
@@ -152,44 +156,44 @@ impl Embedded {
         if !self.inner.decides_now {
             return None;
         }
-        let found = match self.inner.verifier.find_cached(key) {
+        let verifier = &self.inner.verifier;
+        let cached = match verifier.find_cached(key) {
             CacheAnswer::Found(cached) => Some(cached),
             CacheAnswer::Unknown => None,
             CacheAnswer::Uncertain => return None,
         };
+        let request = VerifyRequest { scopes, client_ip, sender: None, channels: None, signature: None };
         // With the key in hand and the limiter in this process, the decision has nothing to
         // wait for (no store read, no Redis; the layer sends no signature to reserve): it is
         // ready on its first poll. Were it not, it would be dropped before it took anything,
         // as when a caller hangs up, and the layer would ask again on the waiting path.
-        let decision = std::pin::pin!(self.decide(Ok(found), key, scopes, client_ip));
-        match decision.poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(verdict) => Some(verdict),
+        let decided = std::pin::pin!(verifier.verify_found(Ok(cached.clone()), &request, decision));
+        match decided.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(decided) => Some(verified(decided, cached, key)),
             Poll::Pending => None,
         }
     }
+}
 
-    /// The verifier's decision on a key already looked up, and the [`VerifiedKey`] sharing it.
-    async fn decide(
-        &self,
-        found: Result<Option<Arc<CachedKey>>, StoreError>,
-        key: &str,
-        scopes: &[Cow<'_, str>],
-        client_ip: Option<IpAddr>,
-    ) -> Result<VerifiedKey, Refusal> {
-        let request = VerifyRequest { scopes, client_ip, sender: None, channels: None, signature: None };
-        let cached = found.as_ref().ok().and_then(Option::clone);
-        let (all_channels, rate) = self
-            .inner
-            .verifier
-            .verify_found(found, &request, |outcome| match outcome {
-                Outcome::Valid { channels, rate, .. } => Ok((channels == EffectiveChannels::All, rate)),
-                Outcome::Invalid(failure) => Err(Refusal::from(failure)),
-                Outcome::Unavailable => Err(Refusal::unavailable()),
-            })
-            .await?;
-        let cached = cached.ok_or_else(Refusal::unavailable)?;
-        Ok(VerifiedKey::embedded(cached, all_channels, key, rate))
+/// What the layer takes from the verifier's outcome: whether the key reaches all channels, and
+/// its budget; or the refusal.
+fn decision(outcome: Outcome<'_, '_>) -> Result<(bool, RateInfo), Refusal> {
+    match outcome {
+        Outcome::Valid { channels, rate, .. } => Ok((channels == EffectiveChannels::All, rate)),
+        Outcome::Invalid(failure) => Err(Refusal::from(failure)),
+        Outcome::Unavailable => Err(Refusal::unavailable()),
     }
+}
+
+/// The [`VerifiedKey`] of a pass, sharing the cached key.
+fn verified(
+    decided: Result<(bool, RateInfo), Refusal>,
+    cached: Option<Arc<CachedKey>>,
+    key: &str,
+) -> Result<VerifiedKey, Refusal> {
+    let (all_channels, rate) = decided?;
+    let cached = cached.ok_or_else(Refusal::unavailable)?;
+    Ok(VerifiedKey::embedded(cached, all_channels, key, rate))
 }
 
 impl Drop for Inner {
