@@ -13,5 +13,6 @@ mod verifier;
 pub use cache::CachedKey;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use verifier::{
-    Background, BackgroundOptions, FeedStatus, Outcome, RateInfo, SharedState, Verifier, VerifierConfig, VerifyFailure,
+    Background, BackgroundOptions, CacheAnswer, FeedStatus, Outcome, RateInfo, SharedState, Verifier, VerifierConfig,
+    VerifyFailure,
 };

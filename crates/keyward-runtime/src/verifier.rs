@@ -158,7 +158,24 @@ const MAX_PENDING_REHASHES: usize = 10_000;
 /// version's first), or an answer already.
 enum CacheStep {
     Answer(Option<Arc<CachedKey>>),
-    Load { candidates: Vec<(u32, KeyHash)>, may_share: bool },
+    /// The store must be read: a miss (`may_share`), or a stale feed's confirmation. Counted
+    /// by the caller that reads, so a caller that only peeks counts nothing.
+    Load {
+        candidates: Vec<(u32, KeyHash)>,
+        may_share: bool,
+    },
+}
+
+/// What the cache alone says of a key ([`Verifier::find_cached`]).
+#[derive(Debug, Clone)]
+pub enum CacheAnswer {
+    /// The key's cached policy: [`Verifier::verify_found`] decides without reading the store.
+    Found(Arc<CachedKey>),
+    /// Not a well-formed key, or cached as unknown.
+    Unknown,
+    /// Not cached, or the change feed is too stale to trust what is: only
+    /// [`Verifier::find`] can say.
+    Uncertain,
 }
 
 /// A key loaded from the store, with the version and hash it was found under.
@@ -307,6 +324,20 @@ impl Verifier {
         self.find_at(key, self.clock.now()).await
     }
 
+    /// The cache's answer for a key, without waiting and without reading the store: for a
+    /// caller that decides synchronously when it can (an embedded layer) and calls
+    /// [`Verifier::find`] only on [`CacheAnswer::Uncertain`].
+    pub fn find_cached(&self, key: &str) -> CacheAnswer {
+        let Some(parsed) = self.config.format.parse(key) else {
+            return CacheAnswer::Unknown;
+        };
+        match self.look_in_cache(parsed.expose(), unix_nanos(self.clock.now())) {
+            CacheStep::Answer(Some(cached)) => CacheAnswer::Found(cached),
+            CacheStep::Answer(None) => CacheAnswer::Unknown,
+            CacheStep::Load { .. } => CacheAnswer::Uncertain,
+        }
+    }
+
     async fn find_at(&self, key: &str, now: OffsetDateTime) -> Result<Option<Arc<CachedKey>>, StoreError> {
         let Some(parsed) = self.config.format.parse(key) else {
             return Ok(None);
@@ -315,6 +346,12 @@ impl Verifier {
             CacheStep::Answer(answer) => return Ok(answer),
             CacheStep::Load { candidates, may_share } => (candidates, may_share),
         };
+        // A stale feed's confirmation does not share a load; a miss does.
+        if may_share {
+            self.counters.misses.increment(1);
+        } else {
+            self.counters.stale_reads.increment(1);
+        }
         let current = candidates[0];
         let Some(loaded) = self.load_bounded(candidates, may_share).await? else { return Ok(None) };
         if loaded.version < current.0 {
@@ -332,7 +369,6 @@ impl Verifier {
         let (version, hash) = keyring.hash(key);
         if !self.feed_is_fresh(now_ns) {
             // Another node may have revoked this key and this node would not know: confirm it.
-            self.counters.stale_reads.increment(1);
             return CacheStep::Load { candidates: keyring.hashes(key).collect(), may_share: false };
         }
         match self.cache.get(&hash) {
@@ -357,7 +393,6 @@ impl Verifier {
             }
             candidates.push((other_version, other));
         }
-        self.counters.misses.increment(1);
         CacheStep::Load { candidates, may_share: true }
     }
 

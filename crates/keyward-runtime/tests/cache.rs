@@ -12,7 +12,7 @@ use keyward_core::ids::{EventId, KeyId, OrgId};
 use keyward_core::key::{Environment, KeyFormat, KeyHash};
 use keyward_core::policy::VerifyRequest;
 use keyward_core::record::{Actor, Channels, KeyRecord, KeySettings};
-use keyward_runtime::{ManualClock, Outcome, SharedState, Verifier, VerifierConfig};
+use keyward_runtime::{CacheAnswer, ManualClock, Outcome, SharedState, Verifier, VerifierConfig};
 use keyward_store::{keyring, Change, KeyringStore, NewAuditEvent, OrgRecord, OrgStore, Store, StoreResult};
 use keyward_store_sqlite::SqliteStore;
 use time::macros::datetime;
@@ -287,6 +287,23 @@ async fn an_unknown_key_is_read_once_then_remembered_as_unknown() {
         assert_eq!(code(&f.verifier, unknown.expose()).await, "INVALID_API_KEY");
     }
     assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_cache_alone_answers_only_what_it_holds_and_never_reads_the_store() {
+    let f = fixture().await;
+    let unknown = KeyFormat::default().generate(Environment::Live, &mut rand::rngs::OsRng);
+    assert!(matches!(f.verifier.find_cached(&f.key), CacheAnswer::Uncertain));
+    assert!(matches!(f.verifier.find_cached(unknown.expose()), CacheAnswer::Uncertain));
+    assert!(matches!(f.verifier.find_cached("kw_live_notakey"), CacheAnswer::Unknown));
+    assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 0, "a peek reads nothing");
+
+    assert_eq!(code(&f.verifier, &f.key).await, "VALID");
+    assert_eq!(code(&f.verifier, unknown.expose()).await, "INVALID_API_KEY");
+    let CacheAnswer::Found(cached) = f.verifier.find_cached(&f.key) else { panic!("the key is cached") };
+    assert_eq!(cached.policy.key_id, f.key_id);
+    assert!(matches!(f.verifier.find_cached(unknown.expose()), CacheAnswer::Unknown));
+    assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 2, "one read per key, by the verifications");
 }
 
 #[tokio::test]

@@ -102,7 +102,7 @@ impl IntoResponse for Refusal {
         let headers = response.headers_mut();
         if let Some(ms) = self.retry_after_ms {
             // Whole seconds, rounded up: a client that waits that long is accepted.
-            headers.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(ms.div_ceil(1000).max(1)));
+            headers.insert(axum::http::header::RETRY_AFTER, number(ms.div_ceil(1000).max(1)));
         }
         if let Some(rate) = self.rate {
             rate_limit_headers(headers, rate);
@@ -113,9 +113,75 @@ impl IntoResponse for Refusal {
 
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the budget is full again, rounded up).
 pub fn rate_limit_headers(headers: &mut HeaderMap, rate: RateInfo) {
-    headers.insert(RATE_LIMIT_LIMIT, HeaderValue::from(rate.limit));
-    headers.insert(RATE_LIMIT_REMAINING, HeaderValue::from(rate.remaining));
-    headers.insert(RATE_LIMIT_RESET, HeaderValue::from(rate.reset_ms.div_ceil(1000)));
+    headers.insert(RATE_LIMIT_LIMIT, number(rate.limit.into()));
+    headers.insert(RATE_LIMIT_REMAINING, number(rate.remaining.into()));
+    headers.insert(RATE_LIMIT_RESET, number(rate.reset_ms.div_ceil(1000)));
+}
+
+/// Numbers below this are written out once, in [`SMALL_NUMBERS`].
+const SMALL: u64 = 10_000;
+/// The digits of 0 to 9 999 (38 890 bytes).
+const SMALL_NUMBERS_LEN: usize = 10 + 90 * 2 + 900 * 3 + 9000 * 4;
+/// `0123456789101112…99989999`: every number below [`SMALL`] one after the other, so that a
+/// header holding one is a slice of a static string: no allocation, no reference count, where
+/// `HeaderValue::from(u64)` allocates a buffer per header on every answer.
+static SMALL_NUMBERS: &str = match std::str::from_utf8(&small_numbers()) {
+    Ok(text) => text,
+    Err(_) => panic!("decimal digits are ASCII"),
+};
+
+#[allow(clippy::large_stack_arrays, reason = "evaluated once, at compile time, into the static")]
+const fn small_numbers() -> [u8; SMALL_NUMBERS_LEN] {
+    let mut digits = [0; SMALL_NUMBERS_LEN];
+    let mut at = 0;
+    let mut n = 0;
+    while n < SMALL {
+        let width = decimal_width(n);
+        let mut rest = n;
+        let mut i = width;
+        while i > 0 {
+            i -= 1;
+            #[allow(clippy::cast_possible_truncation, reason = "a decimal digit")]
+            let digit = (rest % 10) as u8;
+            digits[at + i] = b'0' + digit;
+            rest /= 10;
+        }
+        at += width;
+        n += 1;
+    }
+    digits
+}
+
+const fn decimal_width(n: u64) -> usize {
+    match n {
+        0..=9 => 1,
+        10..=99 => 2,
+        100..=999 => 3,
+        _ => 4,
+    }
+}
+
+/// Where `n` (below [`SMALL`]) starts in [`SMALL_NUMBERS`].
+fn small_number_start(n: u64) -> usize {
+    #[allow(clippy::cast_possible_truncation, reason = "below SMALL")]
+    let n = n as usize;
+    match n {
+        0..=9 => n,
+        10..=99 => 10 + (n - 10) * 2,
+        100..=999 => 190 + (n - 100) * 3,
+        _ => 2890 + (n - 1000) * 4,
+    }
+}
+
+/// A number as a header value, without allocating when it is small (as budgets and seconds are).
+pub fn number(n: u64) -> HeaderValue {
+    if n < SMALL {
+        let start = small_number_start(n);
+        if let Some(text) = SMALL_NUMBERS.get(start..start + decimal_width(n)) {
+            return HeaderValue::from_static(text);
+        }
+    }
+    HeaderValue::from(n)
 }
 
 /// The identity headers, replacing any the client sent.
@@ -142,4 +208,16 @@ fn channels_header(channels: EffectiveChannels<'_, '_>) -> HeaderValue {
 /// Ids and slugs are ASCII by construction; anything else would be a bug, not a header.
 fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_header_reads_as_the_number_written_out_on_both_sides_of_the_table() {
+        for n in (0..=SMALL + 10).chain([99_999, 100_000, u64::from(u32::MAX), u64::MAX]) {
+            assert_eq!(number(n).to_str().ok(), Some(n.to_string().as_str()), "{n}");
+        }
+    }
 }

@@ -10,7 +10,8 @@
 //! - `one_key/*`: the same hot key each call, as `keyward-runtime`'s `verify` bench measures
 //!   it: the verifier reads a `ManualClock` moved 1 ms a call, so the limit never refuses.
 //!   `verify_only` is the decision without HTTP (`Embedded::verify`); the others add the layer
-//!   (around a `service_fn`, and inside an axum `Router` with the `VerifiedKey` extractor).
+//!   (around a `service_fn`, and inside an axum `Router` with the `VerifiedKey` extractor, its
+//!   routes built once as `axum::serve` builds them).
 //! - `rotating_keys/*`: the system clock, and calls spread over enough keys that none reaches
 //!   its limit: a cache of thousands of keys, which no longer sits in the CPU's caches.
 
@@ -49,8 +50,12 @@ fn services(
         assert!(request.extensions().get::<VerifiedKey>().is_some());
         Ok::<_, Infallible>(Response::new(Body::empty()))
     });
-    let router =
-        Router::new().route("/v1/messages", post(|_key: VerifiedKey| async { "queued" })).route_layer(layer.clone());
+    // `with_state(())` turns the routes into services once, as `axum::serve` does (through
+    // `into_make_service`): without it every `oneshot` builds the route again, axum's cost.
+    let router = Router::new()
+        .route("/v1/messages", post(|_key: VerifiedKey| async { "queued" }))
+        .route_layer(layer.clone())
+        .with_state(());
     (layer.layer(inner), router)
 }
 

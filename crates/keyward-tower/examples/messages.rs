@@ -8,6 +8,14 @@
 //!     cargo run -p keyward-tower --example messages
 //! ```
 //!
+//! Over HTTPS (`keyward serve` with `tls_cert` / `tls_key`), with `KEYWARD_CA_FILE` when the
+//! certificate comes from a private CA rather than one the system trusts:
+//!
+//! ```text
+//! KEYWARD_URL=https://keyward.internal:8443 KEYWARD_CA_FILE=/etc/keyward/ca.pem KEYWARD_OPERATOR_TOKEN=kwop_… \
+//!     cargo run -p keyward-tower --example messages
+//! ```
+//!
 //! Embedded mode (verifies in this process, on keyward's own database, read-only):
 //!
 //! ```text
@@ -47,7 +55,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         let url = std::env::var("KEYWARD_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".to_owned());
         let token = std::env::var("KEYWARD_OPERATOR_TOKEN").map_err(|_| "set KEYWARD_OPERATOR_TOKEN")?;
-        let layer = KeywardLayer::remote(&url, &token)?;
+        let mut remote = KeywardLayer::remote_builder(&url, &token);
+        if let Some(path) = std::env::var_os("KEYWARD_CA_FILE") {
+            remote = remote.add_root_certificate(std::fs::read(path)?);
+        }
+        let layer = remote.build()?;
         (layer.clone(), layer)
     };
     let app = Router::new()

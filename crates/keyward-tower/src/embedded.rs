@@ -4,16 +4,21 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::future::Future as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use ipnet::IpNet;
 use keyward_core::crypto::MasterKey;
 use keyward_core::keyring::Keyring;
 use keyward_core::policy::{EffectiveChannels, VerifyRequest};
-use keyward_runtime::{Background, BackgroundOptions, Clock, Outcome, SharedState, SystemClock, Verifier};
+use keyward_runtime::shared::SharedHealth;
+use keyward_runtime::{
+    Background, BackgroundOptions, CacheAnswer, CachedKey, Clock, Outcome, RateInfo, SharedState, SystemClock, Verifier,
+};
 use keyward_server::answer::Refusal;
 use keyward_server::config::Config;
 use keyward_server::master_key::{self, KeyringProblem, KeyringSource};
@@ -40,6 +45,9 @@ pub struct Embedded {
 
 struct Inner {
     verifier: Arc<Verifier>,
+    /// Rate limits and replays live in this process (no Redis): a cached key's decision never
+    /// waits, and [`Embedded::verify_now`] makes it.
+    decides_now: bool,
     trusted_proxies: Vec<IpNet>,
     background: parking_lot::Mutex<Option<Background>>,
     /// Follows the database's master key versions.
@@ -132,16 +140,60 @@ impl Embedded {
         // Looked up first so the extension can share the cached key instead of copying it.
         let found = verifier.find(key).await;
         let cached = found.as_ref().ok().and_then(Option::clone);
-        let (all_channels, rate) = verifier
-            .verify_found(found, &request, |outcome| match outcome {
-                Outcome::Valid { channels, rate, .. } => Ok((channels == EffectiveChannels::All, rate)),
-                Outcome::Invalid(failure) => Err(Refusal::from(failure)),
-                Outcome::Unavailable => Err(Refusal::unavailable()),
-            })
-            .await?;
-        let cached = cached.ok_or_else(Refusal::unavailable)?;
-        Ok(VerifiedKey::embedded(cached, all_channels, key, rate))
+        let decided = verifier.verify_found(found, &request, decision).await;
+        verified(decided, cached, key)
     }
+
+    /// [`Embedded::verify`] when it can answer without waiting: a key the cache holds (or knows
+    /// to be unknown) under a fresh change feed, and rate limits in this process. `None` when
+    /// the store or Redis must be asked; the layer then awaits [`Embedded::verify`].
+    pub(crate) fn verify_now(
+        &self,
+        key: &str,
+        scopes: &[Cow<'_, str>],
+        client_ip: Option<IpAddr>,
+    ) -> Option<Result<VerifiedKey, Refusal>> {
+        if !self.inner.decides_now {
+            return None;
+        }
+        let verifier = &self.inner.verifier;
+        let cached = match verifier.find_cached(key) {
+            CacheAnswer::Found(cached) => Some(cached),
+            CacheAnswer::Unknown => None,
+            CacheAnswer::Uncertain => return None,
+        };
+        let request = VerifyRequest { scopes, client_ip, sender: None, channels: None, signature: None };
+        // With the key in hand and the limiter in this process, the decision has nothing to
+        // wait for (no store read, no Redis; the layer sends no signature to reserve): it is
+        // ready on its first poll. Were it not, it would be dropped before it took anything,
+        // as when a caller hangs up, and the layer would ask again on the waiting path.
+        let decided = std::pin::pin!(verifier.verify_found(Ok(cached.clone()), &request, decision));
+        match decided.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(decided) => Some(verified(decided, cached, key)),
+            Poll::Pending => None,
+        }
+    }
+}
+
+/// What the layer takes from the verifier's outcome: whether the key reaches all channels, and
+/// its budget; or the refusal.
+fn decision(outcome: Outcome<'_, '_>) -> Result<(bool, RateInfo), Refusal> {
+    match outcome {
+        Outcome::Valid { channels, rate, .. } => Ok((channels == EffectiveChannels::All, rate)),
+        Outcome::Invalid(failure) => Err(Refusal::from(failure)),
+        Outcome::Unavailable => Err(Refusal::unavailable()),
+    }
+}
+
+/// The [`VerifiedKey`] of a pass, sharing the cached key.
+fn verified(
+    decided: Result<(bool, RateInfo), Refusal>,
+    cached: Option<Arc<CachedKey>>,
+    key: &str,
+) -> Result<VerifiedKey, Refusal> {
+    let (all_channels, rate) = decided?;
+    let cached = cached.ok_or_else(Refusal::unavailable)?;
+    Ok(VerifiedKey::embedded(cached, all_channels, key, rate))
 }
 
 impl Drop for Inner {
@@ -256,9 +308,11 @@ impl EmbeddedBuilder {
         let options = BackgroundOptions { feed_poll: self.feed_poll.unwrap_or(poll), record_last_used: false };
         let background = verifier.start_background_with(options).await?;
         let rotations = tokio::spawn(follow_rotations(store, Arc::clone(&verifier), source, clock));
+        let decides_now = verifier.shared_health() == SharedHealth::Local;
         Ok(Embedded {
             inner: Arc::new(Inner {
                 verifier,
+                decides_now,
                 trusted_proxies: config.trusted_proxies,
                 background: parking_lot::Mutex::new(Some(background)),
                 rotations,

@@ -2,24 +2,26 @@
 //! embedded), then call the inner service with the [`VerifiedKey`] or answer the refusal.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::{ready, Context, Poll};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderName, Request};
+use axum::http::{Extensions, HeaderMap, HeaderName, Request};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use keyward_server::answer::{self, Refusal};
 use keyward_server::gateway::proxy::credential;
 
+use pin_project_lite::pin_project;
+
 use crate::embedded::Embedded;
-use crate::remote::Remote;
-use crate::{Error, VerifiedKey};
+use crate::remote::{Remote, RemoteBuilder};
+use crate::{Error, RateLimit, VerifiedKey};
 
 /// Verifies the caller's API key before the inner service runs. Build one with
 /// [`KeywardLayer::remote`] or [`KeywardLayer::embedded`], then say what the routes need with
@@ -44,13 +46,34 @@ enum Mode {
 }
 
 impl KeywardLayer {
-    /// Asks the keyward server at `base_url` (`http://host:port`) on every request, with the
-    /// operator token. Plain HTTP only: keep keyward on the same host or a private network.
-    /// Connections are pooled; a connection takes at most 1 s and an answer 2 s
-    /// ([`KeywardLayer::timeouts`]), past which the caller gets 503.
+    /// Asks the keyward server at `base_url` (`http://host:port` or `https://host`) on every
+    /// request, with the operator token; over `https://`, keyward's certificate must chain to
+    /// one of the system's trusted roots. Connections are pooled; a connection takes at most
+    /// 1 s and an answer 2 s, past which the caller gets 503. [`KeywardLayer::remote_builder`]
+    /// sets those, or a private CA.
     pub fn remote(base_url: &str, operator_token: &str) -> Result<Self, Error> {
-        let remote = Remote::new(base_url, operator_token, Duration::from_secs(1), Duration::from_secs(2))?;
-        Ok(Self::with_mode(Mode::Remote(Arc::new(remote)), Vec::new()))
+        Self::remote_builder(base_url, operator_token).build()
+    }
+
+    /// [`KeywardLayer::remote`] with settings: timeouts, the CA that signed keyward's
+    /// certificate ([`RemoteBuilder::add_root_certificate`]), whether the system's roots count.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), keyward_tower::Error> {
+    /// # let operator_token = "kwop_…";
+    /// let ca = std::fs::read("/etc/keyward/ca.pem").expect("the CA file");
+    /// let layer = keyward_tower::KeywardLayer::remote_builder("https://keyward.internal:8443", operator_token)
+    ///     .add_root_certificate(&ca)
+    ///     .build()?
+    ///     .require_scope("messages:send");
+    /// # Ok(()) }
+    /// ```
+    pub fn remote_builder(base_url: &str, operator_token: &str) -> RemoteBuilder {
+        RemoteBuilder::new(base_url, operator_token)
+    }
+
+    pub(crate) fn from_remote(remote: Remote) -> Self {
+        Self::with_mode(Mode::Remote(Arc::new(remote)), Vec::new())
     }
 
     /// Verifies in this process with an [`Embedded`] verifier (started once, shared by every
@@ -78,17 +101,6 @@ impl KeywardLayer {
         Arc::make_mut(&mut self.door).trusted_proxies = proxies.into_iter().collect();
         self
     }
-
-    /// Remote mode: how long a connection to keyward may take, and a whole verification. Past
-    /// either, the caller gets 503. No effect on an embedded layer.
-    #[must_use]
-    pub fn timeouts(mut self, connect: Duration, answer: Duration) -> Self {
-        let door = Arc::make_mut(&mut self.door);
-        if let Mode::Remote(remote) = &door.mode {
-            door.mode = Mode::Remote(Arc::new(remote.with_timeouts(connect, answer)));
-        }
-        self
-    }
 }
 
 impl<S> tower::Layer<S> for KeywardLayer {
@@ -107,21 +119,41 @@ pub struct KeywardService<S> {
 }
 
 impl Door {
-    /// The decision for one request. The key and client address are read from `parts`.
-    async fn check(&self, parts: &axum::http::request::Parts) -> Result<VerifiedKey, Refusal> {
-        let key = credential(&parts.headers)?.unwrap_or_default();
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
-        let client_ip: Option<IpAddr> = keyward_server::net::client_ip(peer, &parts.headers, &self.trusted_proxies);
+    /// The decision for one request when it needs no waiting (an embedded layer and a cached
+    /// key); `None` when it must be awaited with [`Door::check`].
+    fn check_now(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<Result<VerifiedKey, Refusal>> {
+        let Mode::Embedded(embedded) = &self.mode else { return None };
+        let key = match credential(headers) {
+            Ok(key) => key.unwrap_or_default(),
+            Err(refusal) => return Some(Err(refusal)),
+        };
+        embedded.verify_now(key, &self.scopes, self.client_ip(headers, extensions))
+    }
+
+    /// The decision for one request. The key and client address are read from its headers and
+    /// extensions.
+    async fn check(&self, headers: &HeaderMap, extensions: &Extensions) -> Result<VerifiedKey, Refusal> {
+        let key = credential(headers)?.unwrap_or_default();
+        let client_ip = self.client_ip(headers, extensions);
         match &self.mode {
             Mode::Embedded(embedded) => embedded.verify(key, &self.scopes, client_ip).await,
             Mode::Remote(remote) => remote.verify(key, &self.scopes, client_ip).await,
         }
+    }
+
+    fn client_ip(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+        let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
+        keyward_server::net::client_ip(peer, headers, &self.trusted_proxies)
     }
 }
 
 const RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A verification that must wait (remote mode; a key the embedded cache does not hold), with
+/// the request it holds until the decision.
+type Waiting<B> = Pin<Box<dyn Future<Output = (Result<VerifiedKey, Refusal>, Request<B>)> + Send>>;
 
 impl<S, B, ResBody> tower::Service<Request<B>> for KeywardService<S>
 where
@@ -133,32 +165,113 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // The instance polled ready goes with this request; the clone serves the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let door = Arc::clone(&self.door);
-        Box::pin(async move {
-            let (mut parts, body) = request.into_parts();
-            let key = match door.check(&parts).await {
-                Ok(key) => key,
-                Err(refusal) => return Ok(refusal.into_response()),
-            };
-            let rate = key.rate_limit();
-            parts.extensions.insert(key);
-            let response = inner.call(Request::from_parts(parts, body)).await?;
-            let mut response = response.map(Body::new);
-            // The handler's own rate-limit headers, if it sets them, win.
-            if !response.headers().contains_key(RATE_LIMIT_LIMIT) {
-                answer::rate_limit_headers(response.headers_mut(), rate.into());
+        // A cached embedded verification is decided here and the inner service called at once:
+        // nothing is boxed on that path. Otherwise the verification is awaited in the future.
+        let state = match self.door.check_now(request.headers(), request.extensions()) {
+            Some(Ok(key)) => {
+                let rate = key.rate_limit();
+                request.extensions_mut().insert(key);
+                State::Calling { future: inner.call(request), rate }
             }
-            Ok(response)
-        })
+            Some(Err(refusal)) => State::Refused { response: Some(refusal.into_response()) },
+            None => {
+                let door = Arc::clone(&self.door);
+                let waiting: Waiting<B> = Box::pin(async move {
+                    let verdict = door.check(request.headers(), request.extensions()).await;
+                    (verdict, request)
+                });
+                State::Waiting { waiting, inner: Some(inner) }
+            }
+        };
+        ResponseFuture { state }
+    }
+}
+
+pin_project! {
+    /// The future of [`KeywardService`]: the inner service's answer with the `RateLimit-*`
+    /// headers added, or the refusal.
+    pub struct ResponseFuture<S, B>
+    where
+        S: tower::Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: tower::Service<Request<B>>,
+    {
+        Waiting { waiting: Waiting<B>, inner: Option<S> },
+        Calling { #[pin] future: S::Future, rate: RateLimit },
+        Refused { response: Option<Response> },
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: tower::Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Waiting { .. } => "verifying",
+            State::Calling { .. } => "calling the inner service",
+            State::Refused { .. } => "refused",
+        };
+        f.debug_struct("ResponseFuture").field("state", &state).finish()
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: tower::Service<Request<B>, Response = axum::http::Response<ResBody>>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let calling = match self.as_mut().project().state.project() {
+                StateProj::Waiting { waiting, inner } => {
+                    let (verdict, mut request) = ready!(waiting.as_mut().poll(cx));
+                    let key = match verdict {
+                        Ok(key) => key,
+                        Err(refusal) => return Poll::Ready(Ok(refusal.into_response())),
+                    };
+                    let rate = key.rate_limit();
+                    request.extensions_mut().insert(key);
+                    let Some(mut inner) = inner.take() else { panic!("ResponseFuture polled after completion") };
+                    State::Calling { future: inner.call(request), rate }
+                }
+                StateProj::Calling { future, rate } => {
+                    let response = ready!(future.poll(cx))?;
+                    let mut response = response.map(Body::new);
+                    // The handler's own rate-limit headers, if it sets them, win.
+                    if !response.headers().contains_key(RATE_LIMIT_LIMIT) {
+                        answer::rate_limit_headers(response.headers_mut(), (*rate).into());
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Refused { response } => {
+                    let Some(response) = response.take() else { panic!("ResponseFuture polled after completion") };
+                    return Poll::Ready(Ok(response));
+                }
+            };
+            self.as_mut().project().state.set(calling);
+        }
     }
 }

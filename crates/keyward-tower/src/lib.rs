@@ -3,8 +3,10 @@
 //!
 //! Two modes, one layer ([`KeywardLayer`]):
 //! - **remote** ([`KeywardLayer::remote`]): each request asks a keyward server's `POST /v1/verify`
-//!   over a pooled HTTP/1 connection, with the operator token. keyward unreachable or slow: 503,
-//!   never a pass (fail closed).
+//!   over a pooled HTTP/1 connection, with the operator token, in plain HTTP or over `https://`
+//!   (rustls; keyward's certificate checked against the system's roots, or a private CA given to
+//!   [`KeywardLayer::remote_builder`]). keyward unreachable, slow or presenting a certificate
+//!   that does not check out: 503, never a pass (fail closed).
 //! - **embedded** ([`KeywardLayer::embedded`] with an [`Embedded`] verifier): the verifier runs in
 //!   this process against keyward's own database, read-only, following its change feed. A cached
 //!   verification makes no network hop and touches no database; a revocation made through any
@@ -50,7 +52,8 @@ mod remote;
 pub use embedded::{Embedded, EmbeddedBuilder};
 pub use key::{KeyChannels, RateLimit, VerifiedKey};
 pub use keyward_server::answer::Refusal;
-pub use layer::{KeywardLayer, KeywardService};
+pub use layer::{KeywardLayer, KeywardService, ResponseFuture};
+pub use remote::RemoteBuilder;
 
 /// Why a layer or an embedded verifier could not be set up. Never holds a secret.
 #[derive(Debug, thiserror::Error)]

@@ -1,36 +1,40 @@
-//! Remote mode: `POST /v1/verify` on a keyward server, over hyper's pooled HTTP/1 client.
-//! Anything but a readable answer from keyward is a 503 for the caller: the layer never lets a
-//! request through on a guess.
+//! Remote mode: `POST /v1/verify` on a keyward server, over hyper's pooled HTTP/1 client, in
+//! plain HTTP or over TLS (rustls with aws-lc-rs; the server's certificate checked against the
+//! system's roots and any CA given to [`RemoteBuilder`]). Anything but a readable answer from
+//! keyward is a 503 for the caller: the layer never lets a request through on a guess.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use keyward_core::Code;
 use keyward_server::answer::Refusal;
 use serde::{Deserialize, Serialize};
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 use crate::key::{RateLimit, RemoteFacts};
-use crate::{Error, VerifiedKey};
+use crate::{Error, KeywardLayer, VerifiedKey};
 
 /// The largest answer read from keyward: a decision is a few hundred bytes (more with `meta`).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// A pooled client of one keyward server.
-#[derive(Clone)]
 pub(crate) struct Remote {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     verify_uri: Uri,
     /// `Bearer <operator token>`, marked sensitive.
     authorization: HeaderValue,
-    connect_timeout: Duration,
     answer_timeout: Duration,
 }
 
@@ -39,10 +43,149 @@ impl fmt::Debug for Remote {
         // The operator token is never shown.
         f.debug_struct("Remote")
             .field("verify_uri", &self.verify_uri)
-            .field("connect_timeout", &self.connect_timeout)
             .field("answer_timeout", &self.answer_timeout)
             .finish_non_exhaustive()
     }
+}
+
+/// The settings of a remote layer: start one with [`KeywardLayer::remote_builder`], finish it
+/// with [`RemoteBuilder::build`]. Nothing is checked or read before `build`.
+pub struct RemoteBuilder {
+    base_url: String,
+    operator_token: String,
+    connect_timeout: Duration,
+    answer_timeout: Duration,
+    native_roots: bool,
+    root_certificates: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for RemoteBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The operator token is never shown.
+        f.debug_struct("RemoteBuilder")
+            .field("base_url", &self.base_url)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("answer_timeout", &self.answer_timeout)
+            .field("native_roots", &self.native_roots)
+            .field("root_certificates", &self.root_certificates.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteBuilder {
+    pub(crate) fn new(base_url: &str, operator_token: &str) -> Self {
+        Self {
+            base_url: base_url.to_owned(),
+            operator_token: operator_token.to_owned(),
+            connect_timeout: Duration::from_secs(1),
+            answer_timeout: Duration::from_secs(2),
+            native_roots: true,
+            root_certificates: Vec::new(),
+        }
+    }
+
+    /// How long a connection to keyward may take (TLS handshake included; 1 s by default), and
+    /// a whole verification (2 s). Past either, the caller gets 503.
+    #[must_use]
+    pub fn timeouts(mut self, connect: Duration, answer: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.answer_timeout = answer;
+        self
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more `CERTIFICATE` blocks) to sign
+    /// keyward's certificate: a private CA, or the certificate itself when it is self-signed.
+    /// Call again for more. Only for `https://`.
+    #[must_use]
+    pub fn add_root_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.root_certificates.push(pem.as_ref().to_vec());
+        self
+    }
+
+    /// Whether the system's trusted roots are trusted too (by default they are). Off, only the
+    /// CAs given with [`RemoteBuilder::add_root_certificate`] are.
+    #[must_use]
+    pub fn native_roots(mut self, trusted: bool) -> Self {
+        self.native_roots = trusted;
+        self
+    }
+
+    /// Checks the URL and the token, reads the trusted roots (for `https://`) and makes the
+    /// pooled client. No connection is opened until the first request.
+    pub fn build(self) -> Result<KeywardLayer, Error> {
+        Ok(KeywardLayer::from_remote(self.remote()?))
+    }
+
+    fn remote(self) -> Result<Remote, Error> {
+        let base = self.base_url.trim_end_matches('/');
+        let verify_uri: Uri = format!("{base}/v1/verify").parse().map_err(|_| {
+            Error::Config(format!("{:?} is not a URL: use http://host:port or https://host", self.base_url))
+        })?;
+        let https = match verify_uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(Error::Config(format!("{:?} is not an http:// or https:// URL", self.base_url))),
+        };
+        if !https && !self.root_certificates.is_empty() {
+            return Err(Error::Config(format!(
+                "root certificates are given but {:?} is plain http://: use https://",
+                self.base_url
+            )));
+        }
+        let token = self.operator_token.trim();
+        if token.is_empty() {
+            return Err(Error::Config("the operator token is empty".to_owned()));
+        }
+        let mut authorization = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Error::Config("the operator token holds characters a header cannot carry".to_owned()))?;
+        authorization.set_sensitive(true);
+        // Plain HTTP gets a config with no roots, never used: the connector is told http:// only.
+        let tls = if https { self.tls_config()? } else { tls_config(RootCertStore::empty())? };
+        let client = client(tls, https, self.connect_timeout);
+        Ok(Remote { client, verify_uri, authorization, answer_timeout: self.answer_timeout })
+    }
+
+    /// The roots keyward's certificate is checked against (its name must also match the URL's
+    /// host), in a TLS client config.
+    fn tls_config(&self) -> Result<ClientConfig, Error> {
+        let mut roots = RootCertStore::empty();
+        if self.native_roots {
+            // Unreadable system certificates are skipped: the store may hold what is needed.
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+        }
+        for pem in &self.root_certificates {
+            let mut found = false;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| Error::Config(format!("a root certificate is not PEM: {e}")))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::Config(format!("a root certificate cannot be used as a CA: {e}")))?;
+                found = true;
+            }
+            if !found {
+                return Err(Error::Config("a root certificate holds no CERTIFICATE block".to_owned()));
+            }
+        }
+        if roots.is_empty() {
+            return Err(Error::Config(
+                "https:// needs a trusted root: none in the system's store; give keyward's CA with add_root_certificate"
+                    .to_owned(),
+            ));
+        }
+        tls_config(roots)
+    }
+}
+
+/// TLS 1.2 and 1.3 with aws-lc-rs (named, as keyward's listener does: another crate in the same
+/// build may enable a second provider, and rustls then picks none), trusting `roots`.
+fn tls_config(roots: RootCertStore) -> Result<ClientConfig, Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS cannot start: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The question, borrowing from the request.
@@ -104,40 +247,6 @@ struct Problem {
 }
 
 impl Remote {
-    pub(crate) fn new(
-        base_url: &str,
-        operator_token: &str,
-        connect_timeout: Duration,
-        answer_timeout: Duration,
-    ) -> Result<Self, Error> {
-        let base = base_url.trim_end_matches('/');
-        let verify_uri: Uri = format!("{base}/v1/verify")
-            .parse()
-            .map_err(|_| Error::Config(format!("{base_url:?} is not a URL: use http://host:port")))?;
-        match verify_uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(Error::Config(
-                    "remote mode speaks plain HTTP: reach keyward over http:// on this host or a private network"
-                        .to_owned(),
-                ))
-            }
-            _ => return Err(Error::Config(format!("{base_url:?} is not an http:// URL"))),
-        }
-        let token = operator_token.trim();
-        if token.is_empty() {
-            return Err(Error::Config("the operator token is empty".to_owned()));
-        }
-        let mut authorization = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| Error::Config("the operator token holds characters a header cannot carry".to_owned()))?;
-        authorization.set_sensitive(true);
-        Ok(Self { client: client(connect_timeout), verify_uri, authorization, connect_timeout, answer_timeout })
-    }
-
-    pub(crate) fn with_timeouts(&self, connect: Duration, answer: Duration) -> Self {
-        Self { client: client(connect), connect_timeout: connect, answer_timeout: answer, ..self.clone() }
-    }
-
     pub(crate) async fn verify(
         &self,
         key: &str,
@@ -155,6 +264,8 @@ impl Remote {
         let (status, bytes) = match tokio::time::timeout(self.answer_timeout, self.ask(request)).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(error)) => {
+                // The causes say why (refused, reset, the certificate's issuer unknown…).
+                let error = crate::chain(error.as_ref());
                 tracing::warn!(uri = %self.verify_uri, %error, "keyward did not answer a verification");
                 return Err(unreachable());
             }
@@ -188,10 +299,24 @@ impl Remote {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn client(connect_timeout: Duration) -> Client<HttpConnector, Full<Bytes>> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
+/// The pooled client: https:// only over TLS with `tls`, else http:// only.
+fn client(
+    tls: ClientConfig,
+    https: bool,
+    connect_timeout: Duration,
+) -> Client<HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    // The TLS connector wraps this one, which must pass https:// URLs on to it.
+    http.enforce_http(false);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+    let connector = if https {
+        builder.https_only().enable_http1().wrap_connector(http)
+    } else {
+        // https_or_http lets http:// through in plain; the URL, checked at build, is never https://.
+        builder.https_or_http().enable_http1().wrap_connector(http)
+    };
     Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
 }
 

@@ -57,6 +57,9 @@ pub fn router(gateway: Arc<Gateway>) -> axum::Router {
     axum::Router::new().fallback(proxy).with_state(gateway)
 }
 
+/// The header a key may come in instead of `Authorization: Bearer`.
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 /// The key of a request: `Authorization: Bearer …` or `X-API-Key`, exactly one of them.
 pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, Refusal> {
     let mut found = None;
@@ -64,7 +67,7 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, Refusal> {
         let text = value.to_str().ok()?;
         text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer "))
     });
-    for key in bearer.chain(headers.get_all("x-api-key").iter().filter_map(|value| value.to_str().ok())) {
+    for key in bearer.chain(headers.get_all(X_API_KEY).iter().filter_map(|value| value.to_str().ok())) {
         if found.replace(key).is_some() {
             return Err(Refusal::new(
                 Code::ValidationFailed,
@@ -275,7 +278,7 @@ fn prepare_headers(gateway: &Gateway, headers: &mut HeaderMap, identity: &Identi
         headers.remove(header::AUTHORIZATION);
     }
     for name in [
-        HeaderName::from_static("x-api-key"),
+        X_API_KEY,
         gateway.signature_header.clone(),
         gateway.timestamp_header.clone(),
         answer::KEY_ID,

@@ -16,6 +16,8 @@ use keyward_core::crypto::MasterKey;
 use keyward_runtime::{Clock as _, SystemClock};
 use keyward_server::config::Config;
 use keyward_server::master_key::{self, KeyringFile, KeyringSource, KeyringText, OperatorToken};
+use keyward_server::net::{self, ConnectionRules};
+use keyward_server::tls::Tls;
 use keyward_server::{secrets, Deps, Keyward};
 use keyward_store::Store;
 use keyward_store_postgres::PostgresStore;
@@ -24,7 +26,11 @@ use keyward_tower::{KeyChannels, KeywardLayer, VerifiedKey};
 use serde_json::{json, Value};
 
 pub struct TestKeyward {
+    /// Plain HTTP, for the harness's own calls (and the layer under test when there is no TLS).
     pub base_url: String,
+    /// `https://localhost:port` when started with [`TestKeyward::start_with_tls`]: the listener
+    /// `keyward serve` runs with `tls_cert` / `tls_key`.
+    pub https_url: Option<String>,
     pub operator_token: String,
     pub master_key_base64: String,
     /// The server's state, for what the JSON API does not do (a master key rotation).
@@ -34,9 +40,15 @@ pub struct TestKeyward {
     /// The SQLite file (in a temporary directory removed with this).
     db_path: Option<PathBuf>,
     pub client: reqwest::Client,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     server: Option<tokio::task::JoinHandle<()>>,
     _database: TestDatabase,
+}
+
+/// A server certificate chain and its key, as PEM.
+pub struct TlsPair {
+    pub chain_pem: String,
+    pub key_pem: String,
 }
 
 /// A database of one test, removed when the test ends.
@@ -91,7 +103,23 @@ impl TestKeyward {
         let db_path = dir.path().join("keyward.db");
         let database_url = format!("sqlite://{}", db_path.display());
         let store = SqliteStore::open(&database_url).expect("open store");
-        Self::serve(Arc::new(store), database_url, Some(db_path), TestDatabase::Sqlite(dir)).await
+        Self::serve(Arc::new(store), database_url, Some(db_path), TestDatabase::Sqlite(dir), None).await
+    }
+
+    /// keyward on a SQLite file of its own, serving HTTPS with `tls` as `keyward serve` does with
+    /// `tls_cert` / `tls_key` (the files written beside the database, read by the server's own
+    /// TLS set-up) at [`TestKeyward::https_url`]. The same app is also served in plain HTTP on
+    /// loopback at `base_url`, for the harness's calls.
+    pub async fn start_with_tls(tls: &TlsPair) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_path = dir.path().join("keyward.db");
+        let database_url = format!("sqlite://{}", db_path.display());
+        let store = SqliteStore::open(&database_url).expect("open store");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert, &tls.chain_pem).expect("write tls_cert");
+        std::fs::write(&key, &tls.key_pem).expect("write tls_key");
+        let files = (cert, key);
+        Self::serve(Arc::new(store), database_url, Some(db_path), TestDatabase::Sqlite(dir), Some(files)).await
     }
 
     /// keyward on a schema of its own on the real PostgreSQL.
@@ -103,7 +131,7 @@ impl TestKeyward {
         assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
         let database_url = format!("{}/test?options=-csearch_path%3D{schema}", postgres_server());
         let store = PostgresStore::connect(&database_url).expect("connect");
-        Self::serve(Arc::new(store), database_url, None, TestDatabase::Postgres { schema }).await
+        Self::serve(Arc::new(store), database_url, None, TestDatabase::Postgres { schema }, None).await
     }
 
     async fn serve(
@@ -111,6 +139,7 @@ impl TestKeyward {
         database_url: String,
         db_path: Option<PathBuf>,
         database: TestDatabase,
+        tls_files: Option<(PathBuf, PathBuf)>,
     ) -> Self {
         store.migrate().await.expect("migrate");
         // What `keyward serve` does on a first start: the key file beside a SQLite database (or the
@@ -130,7 +159,15 @@ impl TestKeyward {
             master_key::reconcile(store.as_ref(), keyring, true, SystemClock.now()).await.expect("first master key");
         let operator_token = format!("kwop_test_{}", keyward_core::base62::random_string(&mut rand::rngs::OsRng, 32));
         // No drain on shutdown: a test that stops keyward wants it gone at once.
-        let config = Config::from_toml("shutdown_drain_seconds = 0").expect("config");
+        let toml = match &tls_files {
+            Some((cert, key)) => {
+                format!("shutdown_drain_seconds = 0\ntls_cert = {:?}\ntls_key = {:?}\n", cert.display(), key.display())
+            }
+            None => "shutdown_drain_seconds = 0\n".to_owned(),
+        };
+        let config = Config::from_toml(&toml).expect("config");
+        let tls = config.tls.as_ref().map(|files| Arc::new(Tls::load(files).expect("keyward's TLS set-up")));
+        let plain_rules = ConnectionRules::from_config(&config, None);
         let keyward = Keyward::new(Deps {
             operator_token: OperatorToken::given(&keyring, &operator_token),
             config,
@@ -143,15 +180,30 @@ impl TestKeyward {
         keyward.master_keys.set_source(Arc::clone(&source));
         let state = Arc::clone(&keyward);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            keyward_server::serve(listener, keyward, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("keyward serves");
-        });
+        let address = listener.local_addr().expect("addr");
+        let (shutdown, stopped) = tokio::sync::watch::channel(false);
+        let stop = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        let (base_url, https_url, server) = match tls {
+            // Plain HTTP: `keyward serve` without TLS.
+            None => {
+                let server = tokio::spawn(keyward_server::serve(listener, keyward, stop(stopped)));
+                (format!("http://{address}"), None, server)
+            }
+            // HTTPS as `keyward serve` runs it with tls_cert / tls_key, and the same app in plain
+            // HTTP on a second loopback listener for the harness (reqwest here has no TLS).
+            Some(tls) => {
+                let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let base_url = format!("http://{}", plain.local_addr().expect("addr"));
+                let app = keyward_server::build_app(Arc::clone(&keyward));
+                // No verify door of its own: the layer under test asks the TLS listener.
+                tokio::spawn(net::serve_connections(plain, app, None, plain_rules, stop(stopped.clone()), || {}));
+                let server = tokio::spawn(keyward_server::serve_with_tls(listener, keyward, Some(tls), stop(stopped)));
+                (base_url, Some(format!("https://localhost:{}", address.port())), server)
+            }
+        };
+        let server = tokio::spawn(async move { server.await.expect("server task").expect("keyward serves") });
         let client = reqwest::Client::new();
         let ready = async {
             while !client.get(format!("{base_url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -161,6 +213,7 @@ impl TestKeyward {
         tokio::time::timeout(Duration::from_secs(10), ready).await.expect("keyward became ready");
         Self {
             base_url,
+            https_url,
             operator_token,
             master_key_base64,
             state,
@@ -200,7 +253,7 @@ impl TestKeyward {
     /// keyward stops serving and closes its listener.
     pub async fn stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+            let _ = shutdown.send(true);
         }
         if let Some(server) = self.server.take() {
             tokio::time::timeout(Duration::from_secs(10), server).await.expect("keyward stopped").expect("server task");
@@ -256,7 +309,7 @@ impl TestKeyward {
 impl Drop for TestKeyward {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+            let _ = shutdown.send(true);
         }
     }
 }
@@ -331,4 +384,38 @@ pub async fn whoami_with(app: &str, headers: &[(&str, &str)]) -> Answer {
 
 pub async fn whoami_bearer(app: &str, key: &str) -> Answer {
     whoami_with(app, &[("authorization", &format!("Bearer {key}"))]).await
+}
+
+/// A throw-away certificate authority, made at test time.
+pub struct TestCa {
+    pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Self { pem: cert.pem(), issuer: rcgen::Issuer::new(params, key) }
+    }
+
+    /// The CA's certificate, as a client trusts it.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// A server certificate for `localhost` signed by this CA, with the chain up to it.
+    pub fn server_pair(&self) -> TlsPair {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("leaf params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf certificate");
+        TlsPair { chain_pem: format!("{}{}", cert.pem(), self.pem), key_pem: key.serialize_pem() }
+    }
 }
