@@ -5,22 +5,24 @@
 //! `Secure`, a handshake is bounded by the header read timeout and counts against the per-address
 //! cap, and one TLS setting without the other stops the start.
 
+mod support;
+
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde_json::{json, Value};
+use support::{Server, OPERATOR_TOKEN};
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-const OPERATOR_TOKEN: &str = "kwop_tls_test_token_0123456789abcdef";
 const HSTS: &str = "max-age=63072000; includeSubDomains";
 
 /// A throw-away certificate authority.
@@ -72,85 +74,6 @@ fn write_leaf(dir: &Path, leaf: &Leaf) {
 }
 
 const TLS_CONFIG: &str = "tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\nshutdown_drain_seconds = 0\n";
-
-struct Server {
-    child: Child,
-    address: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Server {
-    fn start(dir: &Path, config: &str) -> Self {
-        std::fs::write(dir.join("keyward.toml"), config).unwrap();
-        let mut child = keyward(dir)
-            .args(["serve", "--listen", "127.0.0.1:0", "--config", "keyward.toml"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn keyward");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let address = loop {
-            let line = lines.next().expect("keyward exited early").unwrap();
-            log.lock().unwrap().push(line.clone());
-            if line.contains("keyward is serving") {
-                let at = line.find("address=").expect("address");
-                break line[at + 8..].split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        let later = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                later.lock().unwrap().push(line);
-            }
-        });
-        Self { child, address, log }
-    }
-
-    fn hang_up(&self) {
-        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the `n`th log line (1-based) that contains `needle`.
-    fn wait_for_log(&self, needle: &str, n: usize) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found: Vec<String> = self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect();
-            if found.len() >= n {
-                return found[n - 1].clone();
-            }
-            assert!(Instant::now() < deadline, "no log line {needle:?}: {:#?}", self.log.lock().unwrap());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The binary in `dir`, with none of the caller's keyward settings.
-fn keyward(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
-    command.current_dir(dir);
-    for name in [
-        "KEYWARD_MASTER_KEY",
-        "KEYWARD_DATABASE_URL",
-        "KEYWARD_LISTEN",
-        "KEYWARD_CONFIG",
-        "KEYWARD_TLS_CERT",
-        "KEYWARD_TLS_KEY",
-        "KEYWARD_REDIS_URL",
-    ] {
-        command.env_remove(name);
-    }
-    command.env("KEYWARD_OPERATOR_TOKEN", OPERATOR_TOKEN).env("KEYWARD_LOG", "info");
-    command
-}
 
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
@@ -245,7 +168,7 @@ impl<T: Read + Write> ReadWrite for T {}
 
 /// A request on a fresh HTTPS connection.
 fn https(server: &Server, ca: &Ca, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
-    let mut stream = connect(&server.address, &ca.der()).expect("TLS connection");
+    let mut stream = connect(&server.api, &ca.der()).expect("TLS connection");
     exchange(&mut stream, method, path, headers, body)
 }
 
@@ -266,7 +189,7 @@ fn https_answers_with_hsts_and_plain_http_on_the_tls_port_gets_no_answer() {
     let server = Server::start(dir.path(), TLS_CONFIG);
     assert!(server.log.lock().unwrap().iter().any(|l| l.contains("https=true")));
 
-    let mut stream = connect(&server.address, &ca.der()).expect("a client trusting the CA connects");
+    let mut stream = connect(&server.api, &ca.der()).expect("a client trusting the CA connects");
     assert_eq!(peer_leaf(&stream), leaf.der);
     assert_eq!(stream.conn.alpn_protocol(), Some(&b"http/1.1"[..]), "HTTP/1.1 is chosen over h2");
     let answer = exchange(&mut stream, "GET", "/healthz", &[], "");
@@ -277,18 +200,18 @@ fn https_answers_with_hsts_and_plain_http_on_the_tls_port_gets_no_answer() {
     assert_eq!(answer.status, 404);
     assert_eq!(answer.header("strict-transport-security"), Some(HSTS));
     // hyper's own answers (a 400 it writes before the app sees the request) carry it too.
-    let answer = exchange_raw(&mut connect(&server.address, &ca.der()).unwrap(), b"NOT HTTP\r\n\r\n");
+    let answer = exchange_raw(&mut connect(&server.api, &ca.der()).unwrap(), b"NOT HTTP\r\n\r\n");
     assert_eq!(answer.status, 400);
     assert_eq!(answer.header("content-type"), Some("application/problem+json"), "{answer:?}");
     assert_eq!(answer.header("strict-transport-security"), Some(HSTS), "{answer:?}");
 
     // A client that trusts another CA is refused by its own check; one that offers only h2 by ours.
     let stranger = Ca::new("another CA");
-    assert!(connect(&server.address, &stranger.der()).is_err());
-    assert!(connect_with(&server.address, client_config(&ca.der(), &[b"h2"])).is_err());
+    assert!(connect(&server.api, &stranger.der()).is_err());
+    assert!(connect_with(&server.api, client_config(&ca.der(), &[b"h2"])).is_err());
 
     // Plain HTTP to the TLS port: no HTTP answer, and the connection ends (no hang).
-    let mut plain = TcpStream::connect(&server.address).unwrap();
+    let mut plain = TcpStream::connect(&server.api).unwrap();
     plain.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     plain.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n").unwrap();
     let mut received = Vec::new();
@@ -310,45 +233,45 @@ fn sighup_serves_the_new_certificate_to_new_connections_and_a_bad_file_keeps_the
     let first = first_ca.leaf();
     write_leaf(dir.path(), &first);
     let server = Server::start(dir.path(), TLS_CONFIG);
-    let mut kept = connect(&server.address, &first_ca.der()).unwrap();
+    let mut kept = connect(&server.api, &first_ca.der()).unwrap();
     assert_eq!(exchange(&mut kept, "GET", "/healthz", &[], "").status, 200);
 
     let second = second_ca.leaf();
     write_leaf(dir.path(), &second);
-    server.hang_up();
+    server.signal("-HUP");
     let line = server.wait_for_log("TLS certificate reloaded", 1);
     assert!(line.contains("cert.pem"), "{line}");
-    let fresh = connect(&server.address, &second_ca.der()).expect("new connections get the new certificate");
+    let fresh = connect(&server.api, &second_ca.der()).expect("new connections get the new certificate");
     assert_eq!(peer_leaf(&fresh), second.der);
-    assert!(connect(&server.address, &first_ca.der()).is_err(), "the old certificate is no longer served");
+    assert!(connect(&server.api, &first_ca.der()).is_err(), "the old certificate is no longer served");
     // A connection opened before the reload goes on.
     assert_eq!(exchange(&mut kept, "GET", "/healthz", &[], "").status, 200);
 
     // A key that is not a key: logged as an error naming the file, the old certificate stays.
     let garbled = second.key_pem.replace("-----END PRIVATE KEY-----", "");
     std::fs::write(dir.path().join("key.pem"), &garbled).unwrap();
-    server.hang_up();
+    server.signal("-HUP");
     let line = server.wait_for_log("TLS certificate not reloaded", 1);
     assert!(line.contains("ERROR") && line.contains("tls_key") && line.contains("key.pem"), "{line}");
     let body: String = garbled.lines().filter(|l| !l.starts_with("-----")).collect();
     assert!(!line.contains(&body[..24]), "no key material in the log: {line}");
-    let after = connect(&server.address, &second_ca.der()).expect("still served");
+    let after = connect(&server.api, &second_ca.der()).expect("still served");
     assert_eq!(peer_leaf(&after), second.der);
 
     // A certificate whose key is missing: the same.
     let third = first_ca.leaf();
     std::fs::write(dir.path().join("cert.pem"), &third.chain_pem).unwrap();
     std::fs::remove_file(dir.path().join("key.pem")).unwrap();
-    server.hang_up();
+    server.signal("-HUP");
     let line = server.wait_for_log("TLS certificate not reloaded", 2);
     assert!(line.contains("cannot read"), "{line}");
-    assert_eq!(peer_leaf(&connect(&server.address, &second_ca.der()).unwrap()), second.der);
+    assert_eq!(peer_leaf(&connect(&server.api, &second_ca.der()).unwrap()), second.der);
 
     // Both files fixed: served from the next connection on.
     write_leaf(dir.path(), &third);
-    server.hang_up();
+    server.signal("-HUP");
     server.wait_for_log("TLS certificate reloaded", 2);
-    assert_eq!(peer_leaf(&connect(&server.address, &first_ca.der()).unwrap()), third.der);
+    assert_eq!(peer_leaf(&connect(&server.api, &first_ca.der()).unwrap()), third.der);
 }
 
 /// `(name, attributes lower-cased)` of a `Set-Cookie` value.
@@ -422,13 +345,13 @@ fn a_handshake_is_bounded_by_the_header_read_timeout_and_counts_against_the_per_
 
     // A client that connects and never says hello.
     let opened = Instant::now();
-    let mut silent = TcpStream::connect(&server.address).unwrap();
+    let mut silent = TcpStream::connect(&server.api).unwrap();
     silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // It holds one slot, not the listener: another client is served meanwhile.
-    let mut answered = connect(&server.address, &ca.der()).expect("served while a handshake waits");
+    let mut answered = connect(&server.api, &ca.der()).expect("served while a handshake waits");
     assert_eq!(exchange(&mut answered, "GET", "/healthz", &[], "").status, 200);
     // Two open connections from this address: a third is closed before any handshake.
-    assert!(connect(&server.address, &ca.der()).is_err(), "over the per-address cap");
+    assert!(connect(&server.api, &ca.der()).is_err(), "over the per-address cap");
 
     // The silent one is closed once the header read timeout passes.
     let mut buffer = [0_u8; 64];
@@ -440,7 +363,7 @@ fn a_handshake_is_bounded_by_the_header_read_timeout_and_counts_against_the_per_
     // Slots given back: new connections are served.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match connect(&server.address, &ca.der()) {
+        match connect(&server.api, &ca.der()) {
             Ok(mut stream) => {
                 assert_eq!(exchange(&mut stream, "GET", "/healthz", &[], "").status, 200);
                 break;
@@ -456,7 +379,7 @@ type RefusedStart<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a [&'a str
 /// `keyward serve` that must not start: its exit code and stderr.
 fn refused_start(dir: &Path, config: &str, env: &[(&str, &str)]) -> (i32, String) {
     std::fs::write(dir.join("keyward.toml"), config).unwrap();
-    let mut command = keyward(dir);
+    let mut command = support::command(dir);
     command.args(["serve", "--listen", "127.0.0.1:0", "--config", "keyward.toml"]);
     for (name, value) in env {
         command.env(name, value);
@@ -523,7 +446,7 @@ fn one_tls_setting_without_the_other_or_an_unusable_file_stops_the_start_naming_
     // Both set in the environment: they replace the file's pair, and keyward starts.
     let config = "tls_cert = \"nowhere.pem\"\ntls_key = \"nowhere.pem\"\nshutdown_drain_seconds = 0\n";
     std::fs::write(dir.path().join("keyward.toml"), config).unwrap();
-    let mut child = keyward(dir.path())
+    let mut child = support::command(dir.path())
         .args(["serve", "--listen", "127.0.0.1:0", "--config", "keyward.toml"])
         .env("KEYWARD_TLS_CERT", "cert.pem")
         .env("KEYWARD_TLS_KEY", "key.pem")

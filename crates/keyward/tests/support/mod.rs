@@ -23,6 +23,17 @@ const CALLERS_SETTINGS: [&str; 7] = [
     "KEYWARD_REDIS_URL",
 ];
 
+/// The binary in `dir`, with the test's operator token and none of the caller's settings.
+pub fn command(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    command.current_dir(dir);
+    for name in CALLERS_SETTINGS {
+        command.env_remove(name);
+    }
+    command.env("KEYWARD_OPERATOR_TOKEN", OPERATOR_TOKEN).env("KEYWARD_LOG", "info");
+    command
+}
+
 /// `keyward serve` in `dir` with `config` as its `keyward.toml`; killed on drop.
 pub struct Server {
     pub child: Child,
@@ -36,15 +47,8 @@ pub struct Server {
 impl Server {
     pub fn start(dir: &Path, config: &str) -> Self {
         std::fs::write(dir.join("keyward.toml"), config).expect("config");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
-        command.current_dir(dir);
-        for name in CALLERS_SETTINGS {
-            command.env_remove(name);
-        }
-        let mut child = command
+        let mut child = command(dir)
             .args(["serve", "--listen", "127.0.0.1:0", "--config", "keyward.toml"])
-            .env("KEYWARD_OPERATOR_TOKEN", OPERATOR_TOKEN)
-            .env("KEYWARD_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -86,10 +90,13 @@ impl Server {
         assert!(status.success());
     }
 
-    /// Waits for the `n`th log line (1-based) that contains `needle`.
-    pub fn wait_for_log(&self, needle: &str, n: usize) {
+    /// Waits for the `n`th log line (1-based) that contains `needle`, and returns it.
+    pub fn wait_for_log(&self, needle: &str, n: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count() < n {
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).nth(n - 1) {
+                return line.clone();
+            }
             assert!(Instant::now() < deadline, "no log line {needle:?}: {:#?}", self.log.lock().unwrap());
             std::thread::sleep(Duration::from_millis(20));
         }
