@@ -38,15 +38,18 @@ pub fn verify(password: &str, stored: &str) -> bool {
 pub const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0Yq0TSWXhWmCO3Dk0C2pwC8bWeGt2Y2AdJt3F7XHdyc";
 
-/// `name@domain`, at most 254 characters, no spaces; returned lower-cased.
-pub fn normalize_email(email: &str) -> Option<String> {
-    let email = email.trim();
+/// `name@domain`, at most 254 characters as sent (surrounding white space counts, as in the
+/// OpenAPI schema's `maxLength`), no spaces inside; returned trimmed and lower-cased.
+pub fn normalize_email(sent: &str) -> Option<String> {
+    if sent.chars().count() > 254 {
+        return None;
+    }
+    let email = sent.trim();
     let (local, domain) = email.rsplit_once('@')?;
     let shaped = !local.is_empty()
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
     shaped.then(|| email.to_lowercase())
 }
@@ -71,6 +74,11 @@ mod tests {
         for bad in ["", "ann", "@example.com", "ann@", "ann@localhost", "a b@example.com", "ann@.com"] {
             assert_eq!(normalize_email(bad), None, "{bad}");
         }
+        // The schema's maxLength counts characters of what was sent, white space included.
+        let long = format!("{}@ö.example", "±".repeat(244));
+        assert_eq!(long.chars().count(), 254);
+        assert!(normalize_email(&long).is_some(), "254 characters, more bytes, is fine");
+        assert_eq!(normalize_email(&format!("\u{2029}{long}")), None, "255 as sent");
     }
 
     #[test]
