@@ -69,5 +69,41 @@ pub fn check(quota: Quota, tat_ns: u64, now_ns: u64) -> Outcome {
     }
 }
 
+/// Time-shared work (the store reads of cache misses) scheduled like GCRA cells whose cost is a
+/// duration: work may use `percent` % of one thread's wall time, and run up to `burst_ns` of
+/// charges ahead. Each caller is given its own start instant, so waiters do not wake together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkShare {
+    /// 1–100.
+    pub percent: u64,
+    pub burst_ns: u64,
+}
+
+/// When one piece of work may start, and the theoretical arrival time to store for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkSlot {
+    pub start_ns: u64,
+    pub new_tat_ns: u64,
+}
+
+impl WorkShare {
+    /// Schedules work expected to take `cost_ns`; `None` when it could not start within
+    /// `horizon_ns` of `now_ns` (nothing is reserved then, so a flood that gives up waiting
+    /// does not push later work further away).
+    pub fn schedule(self, tat_ns: u64, now_ns: u64, cost_ns: u64, horizon_ns: u64) -> Option<WorkSlot> {
+        let tat = tat_ns.max(now_ns);
+        let start = tat.saturating_sub(self.burst_ns).max(now_ns);
+        if start - now_ns > horizon_ns {
+            return None;
+        }
+        Some(WorkSlot { start_ns: start, new_tat_ns: tat + self.charge(cost_ns) })
+    }
+
+    /// What work of `cost_ns` takes from the share.
+    pub fn charge(self, cost_ns: u64) -> u64 {
+        cost_ns.saturating_mul(100) / self.percent.clamp(1, 100)
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 //! Start reading at [`Verifier::verify`].
 #![forbid(unsafe_code)]
 
+mod budget;
 mod cache;
 pub mod clock;
 pub mod redis;

@@ -19,6 +19,7 @@ use keyward_store::keyring::Rehash;
 use keyward_store::{Change, ChangeSignals, Store, StoreError};
 use time::OffsetDateTime;
 
+use crate::budget::MissBudget;
 use crate::cache::{CacheLimits, CachedKey, KeyCache, Lookup, OrgFacts};
 use crate::clock::{unix_nanos, Clock};
 use crate::shared::{LocalRateLimiter, LocalReplayStore, RateLimiter, ReplayStore, SharedHealth};
@@ -41,6 +42,9 @@ pub struct VerifierConfig {
     /// A verification that must read the store answers `Unavailable` past this bound, so a
     /// stuck database costs callers a short wait, not the store's own timeout.
     pub store_read_timeout: Duration,
+    /// The share of one thread's time (1–100 %) that cache misses may spend reading the store,
+    /// so a flood of unknown keys cannot take the cores from cached ones ([`crate::budget`]).
+    pub miss_read_share_percent: u8,
     /// Once the change feed has not been confirmed for this long, cached keys are not trusted:
     /// each verification reads the store (and fails closed when it cannot).
     pub max_staleness: Duration,
@@ -113,6 +117,7 @@ pub struct Verifier {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cache: KeyCache,
+    misses: MissBudget,
     shared: SharedState,
     feed: FeedState,
     counters: Counters,
@@ -202,6 +207,7 @@ impl Verifier {
                 max_missing: config.max_negative_entries,
                 missing_ttl: config.negative_ttl,
             }),
+            misses: MissBudget::new(config.miss_read_share_percent),
             counters: Counters {
                 hits: metrics::counter!("keyward_key_cache_hits_total"),
                 misses: metrics::counter!("keyward_key_cache_misses_total"),
@@ -443,7 +449,7 @@ impl Verifier {
     /// one read per version held, and is then remembered as unknown.
     async fn load(&self, candidates: Vec<(u32, KeyHash)>, may_share: bool) -> Result<Option<Loaded>, StoreError> {
         let lookup = candidates[0].1;
-        let _turn = self.cache.load_turn(lookup).await;
+        let _load_turn = self.cache.load_turn(lookup).await;
         if may_share {
             for (version, hash) in &candidates {
                 match self.cache.get(hash) {
@@ -453,6 +459,16 @@ impl Verifier {
                 }
             }
         }
+        // A stale feed's confirmation is not a miss: it stands for a cached key, and is bounded by
+        // the verifications themselves.
+        let _read_turn = if may_share {
+            let Some(turn) = self.misses.admit(self.config.store_read_timeout).await else {
+                return Err(StoreError::Unavailable("too many uncached keys at once".into()));
+            };
+            Some(turn)
+        } else {
+            None
+        };
         // An invalidation racing the read makes the read stale: read again (rarely more than once).
         for _ in 0..3 {
             let epoch = self.cache.epoch();

@@ -142,6 +142,7 @@ struct Options {
     cache_max_age: Duration,
     store_read_timeout: Duration,
     rate_limit: u32,
+    miss_read_share_percent: u8,
 }
 
 const DEFAULTS: Options = Options {
@@ -150,6 +151,7 @@ const DEFAULTS: Options = Options {
     cache_max_age: Duration::from_secs(600),
     store_read_timeout: Duration::from_millis(500),
     rate_limit: 1000,
+    miss_read_share_percent: 100,
 };
 
 fn event(target: &KeyId, action: &str) -> NewAuditEvent {
@@ -196,6 +198,7 @@ async fn fixture_with(options: Options) -> Fixture {
             max_cached_keys: options.max_cached_keys,
             cache_max_age: options.cache_max_age,
             store_read_timeout: options.store_read_timeout,
+            miss_read_share_percent: options.miss_read_share_percent,
         },
         master.clone().into(),
         store.clone(),
@@ -388,6 +391,39 @@ async fn a_stuck_store_answers_unavailable_within_the_verify_bound() {
     assert_eq!(code(&f.verifier, &f.key).await, "UNAVAILABLE");
     let waited = started.elapsed();
     assert!(waited < Duration::from_secs(1), "waited {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unknown_keys_gets_its_share_of_store_reads_and_cached_keys_none_of_the_wait() {
+    let f = fixture_with(Options {
+        read_delay: Duration::from_millis(1),
+        store_read_timeout: Duration::from_millis(200),
+        miss_read_share_percent: 1,
+        ..DEFAULTS
+    })
+    .await;
+    assert_eq!(code(&f.verifier, &f.key).await, "VALID");
+    let reads_before = f.store.key_reads.load(Ordering::SeqCst);
+    let flood: Vec<_> = (0..200)
+        .map(|_| {
+            let verifier = Arc::clone(&f.verifier);
+            let unknown = KeyFormat::default().generate(Environment::Live, &mut rand::rngs::OsRng);
+            tokio::spawn(async move { code(&verifier, unknown.expose()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(code(&f.verifier, &f.key).await, "VALID", "a cached key does not wait behind the flood");
+    assert!(started.elapsed() < Duration::from_millis(50), "took {:?}", started.elapsed());
+    let mut answers = std::collections::HashMap::new();
+    for task in flood {
+        *answers.entry(task.await.unwrap()).or_insert(0) += 1;
+    }
+    let reads = f.store.key_reads.load(Ordering::SeqCst) - reads_before;
+    // 1 ms reads at 1 % of the time: the burst's few, then one per 100 ms at most.
+    assert!(reads < 100, "{reads} store reads for 200 unknown keys");
+    assert_eq!(answers.get("INVALID_API_KEY"), Some(&reads), "each read answered: {answers:?}");
+    assert_eq!(answers.get("UNAVAILABLE"), Some(&(200 - reads)), "the rest gave up at the bound: {answers:?}");
 }
 
 #[tokio::test]

@@ -210,3 +210,51 @@ proptest! {
         prop_assert!(steady.abs_diff(10 * limit) <= 10 * limit / 100 + 2, "limit {}: {} accepted in 10 s", limit, steady);
     }
 }
+
+const SHARE: WorkShare = WorkShare { percent: 25, burst_ns: 10 * MS };
+
+#[test]
+fn work_within_the_burst_starts_at_once_then_each_waits_its_own_turn() {
+    let (mut tat, cost) = (0, MS);
+    // 10 ms of burst at 4 ms per 1 ms of work: three start now (0, 4, 8 ms of charges ahead).
+    for _ in 0..3 {
+        let slot = SHARE.schedule(tat, T0, cost, SECOND).unwrap();
+        assert_eq!(slot.start_ns, T0);
+        tat = slot.new_tat_ns;
+    }
+    let starts: Vec<u64> = (0..3)
+        .map(|_| {
+            let slot = SHARE.schedule(tat, T0, cost, SECOND).unwrap();
+            tat = slot.new_tat_ns;
+            slot.start_ns - T0
+        })
+        .collect();
+    assert_eq!(starts, [2 * MS, 6 * MS, 10 * MS], "one 1 ms read per 4 ms once the burst is spent");
+}
+
+#[test]
+fn work_past_the_horizon_is_refused_without_reserving() {
+    let tat = T0 + 100 * MS;
+    assert_eq!(SHARE.schedule(tat, T0, MS, 50 * MS), None);
+    assert_eq!(SHARE.schedule(tat, T0, MS, 90 * MS).map(|s| s.start_ns), Some(T0 + 90 * MS));
+    // Idle long enough, the share is whole again.
+    assert_eq!(SHARE.schedule(tat, T0 + SECOND, MS, 0).map(|s| s.start_ns), Some(T0 + SECOND));
+}
+
+proptest! {
+    #[test]
+    fn scheduled_work_never_exceeds_its_share(costs in proptest::collection::vec(1u64..5 * MS, 1..200)) {
+        let mut tat = 0;
+        let mut last_start = T0;
+        let mut charged = 0;
+        for cost in costs {
+            let slot = SHARE.schedule(tat, T0, cost, u64::MAX / 4).unwrap();
+            prop_assert!(slot.start_ns >= last_start, "starts are in order");
+            last_start = slot.start_ns;
+            tat = slot.new_tat_ns;
+            charged += cost;
+            // Work started by `start` fits in (start - T0 + burst) / divisor, plus the one started.
+            prop_assert!(SHARE.charge(charged - cost) <= slot.start_ns - T0 + SHARE.burst_ns);
+        }
+    }
+}
