@@ -43,7 +43,7 @@ pub struct VerifierConfig {
     /// stuck database costs callers a short wait, not the store's own timeout.
     pub store_read_timeout: Duration,
     /// The share of one thread's time (1–100 %) that cache misses may spend reading the store,
-    /// so a flood of unknown keys cannot take the cores from cached ones ([`crate::budget`]).
+    /// so a flood of unknown keys cannot take the cores from cached ones (past it a miss waits its turn).
     pub miss_read_share_percent: u8,
     /// Once the change feed has not been confirmed for this long, cached keys are not trusted:
     /// each verification reads the store (and fails closed when it cannot).
