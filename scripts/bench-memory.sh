@@ -12,14 +12,15 @@
 #   KW_BIN=… STEADY=0 scripts/bench-memory.sh                            # the flood only
 #
 # Env: KW_BIN (required), BENCH (../shared/bench), STEADY (600), FLOOD (60), CONNS (64),
-#      KW_NKEYS (10000), UNKNOWN (2000000 unknown keys), BENCH_DIR (/tmp/keyward-bench-memory).
+#      KW_NKEYS (10000), UNKNOWN (2000000 unknown keys), BENCH_DIR (/tmp/keyward-bench-memory),
+#      MISS_SHARE (cache_miss_share_percent for the run; 0, keyward's default, is none).
 # Loopback only; every run is bounded by wrk -d and timeout; the server is stopped by pid.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BENCH=${BENCH:-$HERE/../../shared/bench}
 KW_BIN=$(realpath "${KW_BIN:?set KW_BIN to the keyward binary}")
 STEADY=${STEADY:-600}; FLOOD=${FLOOD:-60}; CONNS=${CONNS:-64}; KW_NKEYS=${KW_NKEYS:-10000}
-UNKNOWN=${UNKNOWN:-2000000}
+UNKNOWN=${UNKNOWN:-2000000}; MISS_SHARE=${MISS_SHARE:-0}
 BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/keyward-bench-memory}; mkdir -p "$BENCH_DIR"
 PORT=18095
 work=$(mktemp -d); KPID=""
@@ -29,9 +30,10 @@ wait_up() { for _ in $(seq 1 150); do curl -fs -o /dev/null --max-time 1 "$1" &&
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$KPID/status"; }
 EXTRA='"scope":"messages:send","client_ip":"203.0.113.7"'
 
+echo "cache_miss_share_percent = $MISS_SHARE" > "$work/keyward.toml"
 TOKEN=kwop_bench_$(head -c12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 env KEYWARD_OPERATOR_TOKEN="$TOKEN" KEYWARD_MASTER_KEY="$(head -c32 /dev/urandom | base64)" \
-  "$KW_BIN" serve --listen "127.0.0.1:$PORT" --database "sqlite://$work/k.db" > "$BENCH_DIR/keyward.log" 2>&1 &
+  "$KW_BIN" serve --config "$work/keyward.toml" --listen "127.0.0.1:$PORT" --database "sqlite://$work/k.db" > "$BENCH_DIR/keyward.log" 2>&1 &
 KPID=$!
 wait_up "http://127.0.0.1:$PORT/healthz"
 python3 "$BENCH/make_keys.py" "$PORT" "$TOKEN" "$KW_NKEYS" "$BENCH_DIR/keys.txt" >/dev/null

@@ -43,7 +43,9 @@ pub struct VerifierConfig {
     /// stuck database costs callers a short wait, not the store's own timeout.
     pub store_read_timeout: Duration,
     /// The share of one thread's time (1–100 %) that cache misses may spend reading the store,
-    /// so a flood of unknown keys cannot take the cores from cached ones (past it a miss waits its turn).
+    /// so a flood of unknown keys cannot take the cores from cached ones (past it a miss waits its
+    /// turn); 0: no share. The charge is a read's wall time, so slow reads (a remote database)
+    /// use the share up long before the CPU: off by default.
     pub miss_read_share_percent: u8,
     /// Once the change feed has not been confirmed for this long, cached keys are not trusted:
     /// each verification reads the store (and fails closed when it cannot).
@@ -117,7 +119,7 @@ pub struct Verifier {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cache: KeyCache,
-    misses: MissBudget,
+    misses: Option<MissBudget>,
     shared: SharedState,
     feed: FeedState,
     counters: Counters,
@@ -207,7 +209,7 @@ impl Verifier {
                 max_missing: config.max_negative_entries,
                 missing_ttl: config.negative_ttl,
             }),
-            misses: MissBudget::new(config.miss_read_share_percent),
+            misses: (config.miss_read_share_percent > 0).then(|| MissBudget::new(config.miss_read_share_percent)),
             counters: Counters {
                 hits: metrics::counter!("keyward_key_cache_hits_total"),
                 misses: metrics::counter!("keyward_key_cache_misses_total"),
@@ -461,8 +463,8 @@ impl Verifier {
         }
         // A stale feed's confirmation is not a miss: it stands for a cached key, and is bounded by
         // the verifications themselves.
-        let _read_turn = if may_share {
-            let Some(turn) = self.misses.admit(self.config.store_read_timeout).await else {
+        let _read_turn = if let (true, Some(misses)) = (may_share, &self.misses) {
+            let Some(turn) = misses.admit(self.config.store_read_timeout).await else {
                 return Err(StoreError::Unavailable("too many uncached keys at once".into()));
             };
             Some(turn)

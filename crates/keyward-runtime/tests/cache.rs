@@ -420,10 +420,14 @@ async fn a_flood_of_unknown_keys_gets_its_share_of_store_reads_and_cached_keys_n
         *answers.entry(task.await.unwrap()).or_insert(0) += 1;
     }
     let reads = f.store.key_reads.load(Ordering::SeqCst) - reads_before;
-    // 1 ms reads at 1 % of the time: the burst's few, then one per 100 ms at most.
+    // 1 ms reads at 1 % of the time: the burst's few, then one per 100 ms at most. (The first
+    // key's load, with its org's facts, is charged too: in a debug build it can use the whole
+    // burst, so how many of the flood's are read varies; that most give up does not.)
     assert!(reads < 100, "{reads} store reads for 200 unknown keys");
-    assert_eq!(answers.get("INVALID_API_KEY"), Some(&reads), "each read answered: {answers:?}");
-    assert_eq!(answers.get("UNAVAILABLE"), Some(&(200 - reads)), "the rest gave up at the bound: {answers:?}");
+    let (unknown, unavailable) = (answers.get("INVALID_API_KEY"), answers.get("UNAVAILABLE"));
+    assert!(unknown.copied().unwrap_or(0) <= reads, "only a read says unknown: {answers:?}");
+    assert!(unavailable.is_some_and(|n| *n >= 100), "most gave up at the bound: {answers:?}");
+    assert_eq!(answers.values().sum::<usize>(), 200, "nothing else: {answers:?}");
 }
 
 #[tokio::test]

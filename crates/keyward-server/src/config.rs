@@ -64,7 +64,7 @@ pub struct Config {
     /// How long a verification waits for the store on a cache miss before answering 503.
     pub verify_store_timeout: std::time::Duration,
     /// The share of one thread's time cache misses may spend reading the database; past it a miss
-    /// waits its turn (a flood of unknown keys cannot starve cached ones).
+    /// waits its turn (a flood of unknown keys cannot starve cached ones). 0 (the default): none.
     pub cache_miss_share_percent: u8,
     /// One access-log line per verification (off by default: decisions are counted in /metrics).
     pub verify_access_log: bool,
@@ -115,10 +115,6 @@ pub enum ReplayFallback {
     /// Remember signatures on this node only: a replay sent to another node may pass.
     Local,
 }
-
-/// Of one thread's time, for store reads of cache misses: at some 20 µs a read, about 5,000 new
-/// keys a second before any waits, while a flood of unknown keys leaves cached ones the cores.
-const DEFAULT_MISS_SHARE_PERCENT: u8 = 10;
 
 impl Default for Config {
     fn default() -> Self {
@@ -215,8 +211,7 @@ impl Config {
         let key_cache_capacity = bounded("key_cache_capacity", raw.key_cache_capacity, 1_000_000, 1..=100_000_000)?;
         let key_cache_max_age = bounded("key_cache_max_age_seconds", raw.key_cache_max_age_seconds, 600, 1..=86_400)?;
         let verify_store_timeout = bounded("verify_store_timeout_ms", raw.verify_store_timeout_ms, 500, 10..=60_000)?;
-        let cache_miss_share_percent =
-            bounded("cache_miss_share_percent", raw.cache_miss_share_percent, DEFAULT_MISS_SHARE_PERCENT, 1..=100)?;
+        let cache_miss_share_percent = bounded("cache_miss_share_percent", raw.cache_miss_share_percent, 0, 0..=100)?;
         let refusal_log_per_second = raw.refusal_log_per_second.unwrap_or(10);
         if refusal_log_per_second > 10_000 {
             return Err("refusal_log_per_second must be between 0 and 10000".to_owned());
