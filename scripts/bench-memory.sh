@@ -30,6 +30,8 @@ wait_up() { for _ in $(seq 1 150); do curl -fs -o /dev/null --max-time 1 "$1" &&
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$KPID/status"; }
 EXTRA='"scope":"messages:send","client_ip":"203.0.113.7"'
 
+# load.sh appends to its TSV files: start each run with none, so the report is this run's.
+rm -f "$BENCH_DIR/runs.tsv" "$BENCH_DIR/flood.tsv" "$BENCH_DIR/flood-unknown.tsv"
 echo "cache_miss_share_percent = $MISS_SHARE" > "$work/keyward.toml"
 TOKEN=kwop_bench_$(head -c12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 env KEYWARD_OPERATOR_TOKEN="$TOKEN" KEYWARD_MASTER_KEY="$(head -c32 /dev/urandom | base64)" \
