@@ -237,8 +237,7 @@ impl Population {
                 max_cached_keys: 1_000_000,
                 cache_max_age: Duration::from_secs(600),
                 store_read_timeout: Duration::from_millis(500),
-                // The whole thread: this measures a read's cost, not the flood guard.
-                miss_read_share_percent: 100,
+                miss_read_share_percent: 0,
             },
             self.master.clone().into(),
             store,

@@ -99,8 +99,7 @@ async fn fixture() -> Fixture {
             max_cached_keys: 100_000,
             cache_max_age: Duration::from_secs(600),
             store_read_timeout: Duration::from_millis(500),
-            // The whole thread: this measures a read's cost, not the flood guard.
-            miss_read_share_percent: 100,
+            miss_read_share_percent: 0,
         },
         master.clone().into(),
         Arc::new(store),

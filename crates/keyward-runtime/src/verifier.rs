@@ -119,7 +119,8 @@ pub struct Verifier {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     cache: KeyCache,
-    misses: Option<MissBudget>,
+    /// `None` when misses have no share of time (the default).
+    miss_budget: Option<MissBudget>,
     shared: SharedState,
     feed: FeedState,
     counters: Counters,
@@ -209,7 +210,7 @@ impl Verifier {
                 max_missing: config.max_negative_entries,
                 missing_ttl: config.negative_ttl,
             }),
-            misses: (config.miss_read_share_percent > 0).then(|| MissBudget::new(config.miss_read_share_percent)),
+            miss_budget: (config.miss_read_share_percent > 0).then(|| MissBudget::new(config.miss_read_share_percent)),
             counters: Counters {
                 hits: metrics::counter!("keyward_key_cache_hits_total"),
                 misses: metrics::counter!("keyward_key_cache_misses_total"),
@@ -463,13 +464,14 @@ impl Verifier {
         }
         // A stale feed's confirmation is not a miss: it stands for a cached key, and is bounded by
         // the verifications themselves.
-        let _read_turn = if let (true, Some(misses)) = (may_share, &self.misses) {
-            let Some(turn) = misses.admit(self.config.store_read_timeout).await else {
-                return Err(StoreError::Unavailable("too many uncached keys at once".into()));
-            };
-            Some(turn)
-        } else {
-            None
+        let _read_turn = match self.miss_budget.as_ref().filter(|_| may_share) {
+            Some(budget) => Some(
+                budget
+                    .admit(self.config.store_read_timeout)
+                    .await
+                    .ok_or_else(|| StoreError::Unavailable("too many uncached keys at once".into()))?,
+            ),
+            None => None,
         };
         // An invalidation racing the read makes the read stale: read again (rarely more than once).
         for _ in 0..3 {

@@ -151,7 +151,7 @@ const DEFAULTS: Options = Options {
     cache_max_age: Duration::from_secs(600),
     store_read_timeout: Duration::from_millis(500),
     rate_limit: 1000,
-    miss_read_share_percent: 100,
+    miss_read_share_percent: 0,
 };
 
 fn event(target: &KeyId, action: &str) -> NewAuditEvent {

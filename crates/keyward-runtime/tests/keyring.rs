@@ -117,7 +117,7 @@ impl Fixture {
                 max_cached_keys: 1000,
                 cache_max_age: Duration::from_secs(600),
                 store_read_timeout: Duration::from_secs(5),
-                miss_read_share_percent: 100,
+                miss_read_share_percent: 0,
             },
             keyring,
             self.store.clone(),

@@ -212,14 +212,8 @@ impl Config {
         let key_cache_max_age = bounded("key_cache_max_age_seconds", raw.key_cache_max_age_seconds, 600, 1..=86_400)?;
         let verify_store_timeout = bounded("verify_store_timeout_ms", raw.verify_store_timeout_ms, 500, 10..=60_000)?;
         let cache_miss_share_percent = bounded("cache_miss_share_percent", raw.cache_miss_share_percent, 0, 0..=100)?;
-        let refusal_log_per_second = raw.refusal_log_per_second.unwrap_or(10);
-        if refusal_log_per_second > 10_000 {
-            return Err("refusal_log_per_second must be between 0 and 10000".to_owned());
-        }
-        let shutdown_drain_seconds = raw.shutdown_drain_seconds.unwrap_or(5);
-        if shutdown_drain_seconds > 3600 {
-            return Err("shutdown_drain_seconds must be between 0 and 3600".to_owned());
-        }
+        let refusal_log_per_second = bounded("refusal_log_per_second", raw.refusal_log_per_second, 10, 0..=10_000)?;
+        let shutdown_drain_seconds = bounded("shutdown_drain_seconds", raw.shutdown_drain_seconds, 5, 0..=3600)?;
         let header_read_timeout_seconds =
             bounded("header_read_timeout_seconds", raw.header_read_timeout_seconds, 10, 1..=300)?;
         let max_connections_per_ip = bounded("max_connections_per_ip", raw.max_connections_per_ip, 1024, 1..=100_000)?;
