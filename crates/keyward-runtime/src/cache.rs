@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keyward_core::ids::{KeyId, OrgId};
 use keyward_core::key::KeyHash;
@@ -22,6 +22,8 @@ use keyward_core::policy::KeyPolicy;
 use parking_lot::Mutex;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{Lifecycle, UnitWeighter};
+
+use crate::clock::{unix_nanos, Clock};
 
 /// How long the cells of a key that left the cache are kept for its reload: an edit or an
 /// eviction must not hand a throttled key a fresh bucket. Past a second of idleness a GCRA
@@ -97,12 +99,20 @@ impl Hasher for KeyHashHasher {
     }
 }
 
-/// A cached value and when it was cached (since the cache was made): `quick_cache` has no expiry
-/// of its own.
+/// A cached value and when it was cached, in Unix nanoseconds of the verifier's clock:
+/// `quick_cache` has no expiry of its own. The verifier's clock, not `Instant`: a hit is aged
+/// by the reading the verification already made (a second clock read was a tenth of a hit over
+/// many keys, perf), and tests that move a `ManualClock` move the ages with it.
 #[derive(Debug, Clone)]
 struct Aged<V> {
     value: V,
-    cached_at: Duration,
+    cached_at: u64,
+}
+
+impl<V> Aged<V> {
+    fn fresh_at(&self, now_ns: u64, max_age: Duration) -> bool {
+        u128::from(now_ns.saturating_sub(self.cached_at)) < max_age.as_nanos()
+    }
 }
 
 type ByHash<V, L = DefaultLifecycle<KeyHash, Aged<V>>> = Cache<KeyHash, Aged<V>, UnitWeighter, KeyHashBuild, L>;
@@ -132,9 +142,10 @@ pub(crate) struct KeyCache {
     missing: ByHash<()>,
     retired: ByHash<Arc<KeyCells>>,
     orgs: Cache<OrgId, Aged<Arc<OrgFacts>>>,
-    /// The ages' origin.
-    started: Instant,
-    last_sweep: Mutex<Duration>,
+    /// The ages' clock (the verifier's), read here only off the hit path.
+    clock: Arc<dyn Clock>,
+    /// When the last sweep ran, Unix nanoseconds.
+    last_sweep: Mutex<u64>,
     /// Taken by every insert and invalidation, never by a read.
     writes: Mutex<()>,
     /// Bumped by every invalidation; a load that saw it move retries, so it cannot cache a stale row.
@@ -154,7 +165,7 @@ fn by_hash<V: Clone>(items: u64) -> ByHash<V> {
 }
 
 impl KeyCache {
-    pub(crate) fn new(limits: CacheLimits) -> Self {
+    pub(crate) fn new(limits: CacheLimits, clock: Arc<dyn Clock>) -> Self {
         let keys = limits.max_keys.max(1);
         Self {
             limits,
@@ -162,8 +173,8 @@ impl KeyCache {
             missing: by_hash(limits.max_missing),
             retired: by_hash(keys),
             orgs: Cache::new(capacity(keys)),
-            started: Instant::now(),
-            last_sweep: Mutex::new(Duration::ZERO),
+            clock,
+            last_sweep: Mutex::new(0),
             writes: Mutex::new(()),
             epoch: AtomicU64::new(0),
             used: Mutex::new(Vec::new()),
@@ -171,14 +182,15 @@ impl KeyCache {
         }
     }
 
-    fn age_now(&self) -> Duration {
-        self.started.elapsed()
+    fn now_ns(&self) -> u64 {
+        unix_nanos(self.clock.now())
     }
 
-    pub(crate) fn get(&self, hash: &KeyHash) -> Lookup {
-        let now = self.age_now();
+    /// The key cached under `hash`, aged at `now_ns` (the verification's own clock reading).
+    pub(crate) fn get(&self, hash: &KeyHash, now_ns: u64) -> Lookup {
+        let now = now_ns;
         if let Some(key) = self.found.get(hash) {
-            if now.saturating_sub(key.cached_at) < self.limits.max_age {
+            if key.fresh_at(now, self.limits.max_age) {
                 return Lookup::Found(key.value);
             }
             // Past its age: dropped (its cells retired for the reload) and read again.
@@ -187,7 +199,7 @@ impl KeyCache {
             }
             return Lookup::Unknown;
         }
-        if self.missing.get(hash).is_some_and(|entry| now.saturating_sub(entry.cached_at) < self.limits.missing_ttl) {
+        if self.missing.get(hash).is_some_and(|entry| entry.fresh_at(now, self.limits.missing_ttl)) {
             return Lookup::Missing;
         }
         Lookup::Unknown
@@ -199,7 +211,7 @@ impl KeyCache {
 
     /// Caches a loaded policy unless an invalidation happened since `epoch` was read.
     pub(crate) fn insert_found(&self, hash: KeyHash, key: Arc<CachedKey>, epoch: u64) -> bool {
-        let now = self.age_now();
+        let now = self.now_ns();
         let mut evicted = Vec::new();
         {
             let _writes = self.writes.lock();
@@ -218,7 +230,7 @@ impl KeyCache {
     pub(crate) fn insert_missing(&self, hash: KeyHash, epoch: u64) {
         let _writes = self.writes.lock();
         if self.epoch() == epoch {
-            self.missing.insert(hash, Aged { value: (), cached_at: self.age_now() });
+            self.missing.insert(hash, Aged { value: (), cached_at: self.now_ns() });
         }
     }
 
@@ -226,7 +238,7 @@ impl KeyCache {
         let _writes = self.writes.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
         if let Some((hash, key)) = self.found.remove(hash) {
-            self.retire(hash, Arc::clone(&key.value.cells), self.age_now());
+            self.retire(hash, Arc::clone(&key.value.cells), self.now_ns());
         }
         self.missing.remove(hash);
     }
@@ -238,7 +250,7 @@ impl KeyCache {
         self.orgs.remove(org);
         // A walk over the cache: org changes (numbers, channels, members) are rare administrative acts.
         // The matches are collected first: removing while iterating may skip entries.
-        let now = self.age_now();
+        let now = self.now_ns();
         let of_org: Vec<KeyHash> =
             self.found.iter().filter(|(_, key)| key.value.policy.org_id == *org).map(|(hash, _)| hash).collect();
         for hash in of_org {
@@ -250,36 +262,32 @@ impl KeyCache {
 
     /// Keeps a dropped key's cells for its reload: an edit or an eviction must not hand a
     /// throttled key a fresh bucket.
-    fn retire(&self, hash: KeyHash, cells: Arc<KeyCells>, now: Duration) {
+    fn retire(&self, hash: KeyHash, cells: Arc<KeyCells>, now: u64) {
         self.retired.insert(hash, Aged { value: cells, cached_at: now });
     }
 
     /// Hands back the memory of entries past their age (every `SWEEP_EVERY`), so a node that no
     /// longer sees a key does not hold it until the cache fills.
     pub(crate) fn run_upkeep(&self) {
-        let now = self.age_now();
+        let now = self.now_ns();
         {
             let mut last = self.last_sweep.lock();
-            if now.saturating_sub(*last) < SWEEP_EVERY {
+            if u128::from(now.saturating_sub(*last)) < SWEEP_EVERY.as_nanos() {
                 return;
             }
             *last = now;
         }
-        let fresh = |cached_at: Duration, max_age: Duration| now.saturating_sub(cached_at) < max_age;
-        let expired: Vec<KeyHash> = self
-            .found
-            .iter()
-            .filter(|(_, key)| !fresh(key.cached_at, self.limits.max_age))
-            .map(|(hash, _)| hash)
-            .collect();
+        let max_age = self.limits.max_age;
+        let expired: Vec<KeyHash> =
+            self.found.iter().filter(|(_, key)| !key.fresh_at(now, max_age)).map(|(hash, _)| hash).collect();
         for hash in expired {
-            if let Some((hash, key)) = self.found.remove_if(&hash, |key| !fresh(key.cached_at, self.limits.max_age)) {
+            if let Some((hash, key)) = self.found.remove_if(&hash, |key| !key.fresh_at(now, max_age)) {
                 self.retire(hash, Arc::clone(&key.value.cells), now);
             }
         }
-        self.missing.retain(|_, entry| fresh(entry.cached_at, self.limits.missing_ttl));
-        self.retired.retain(|_, entry| fresh(entry.cached_at, RETIRED_CELLS_TTL));
-        self.orgs.retain(|_, entry| fresh(entry.cached_at, self.limits.max_age));
+        self.missing.retain(|_, entry| entry.fresh_at(now, self.limits.missing_ttl));
+        self.retired.retain(|_, entry| entry.fresh_at(now, RETIRED_CELLS_TTL));
+        self.orgs.retain(|_, entry| entry.fresh_at(now, max_age));
     }
 
     /// The cells of a key being loaded: those of its cached or recently dropped version, or new.
@@ -287,9 +295,9 @@ impl KeyCache {
         if let Some(key) = self.found.get(&hash) {
             return Arc::clone(&key.value.cells);
         }
-        let now = self.age_now();
+        let now = self.now_ns();
         if let Some((_, cells)) = self.retired.remove(&hash) {
-            if now.saturating_sub(cells.cached_at) < RETIRED_CELLS_TTL {
+            if cells.fresh_at(now, RETIRED_CELLS_TTL) {
                 return cells.value;
             }
         }
@@ -330,13 +338,13 @@ impl KeyCache {
 
     pub(crate) fn org_facts(&self, org: &OrgId) -> Option<Arc<OrgFacts>> {
         let entry = self.orgs.get(org)?;
-        (self.age_now().saturating_sub(entry.cached_at) < self.limits.max_age).then_some(entry.value)
+        entry.fresh_at(self.now_ns(), self.limits.max_age).then_some(entry.value)
     }
 
     pub(crate) fn put_org_facts(&self, org: OrgId, facts: Arc<OrgFacts>, epoch: u64) {
         let _writes = self.writes.lock();
         if self.epoch() == epoch {
-            self.orgs.insert(org, Aged { value: facts, cached_at: self.age_now() });
+            self.orgs.insert(org, Aged { value: facts, cached_at: self.now_ns() });
         }
     }
 

@@ -204,12 +204,15 @@ impl Verifier {
         Self {
             shared,
             feed: FeedState::default(),
-            cache: KeyCache::new(CacheLimits {
-                max_keys: config.max_cached_keys,
-                max_age: config.cache_max_age,
-                max_missing: config.max_negative_entries,
-                missing_ttl: config.negative_ttl,
-            }),
+            cache: KeyCache::new(
+                CacheLimits {
+                    max_keys: config.max_cached_keys,
+                    max_age: config.cache_max_age,
+                    max_missing: config.max_negative_entries,
+                    missing_ttl: config.negative_ttl,
+                },
+                Arc::clone(&clock),
+            ),
             miss_budget: (config.miss_read_share_percent > 0).then(|| MissBudget::new(config.miss_read_share_percent)),
             counters: Counters {
                 hits: metrics::counter!("keyward_key_cache_hits_total"),
@@ -255,15 +258,22 @@ impl Verifier {
         self.decide(found, now, request, answer).await
     }
 
-    /// [`Verifier::verify`] for a key the caller has already looked up with [`Verifier::find`]
-    /// (the gateway does, to know whether the key signs before it reads the body).
+    /// [`Verifier::verify`] for a key the caller has already looked up with [`Verifier::find_at`]
+    /// (the gateway does, to know whether the key signs before it reads the body), decided at
+    /// `now`, the reading the look-up was made at ([`Verifier::now`]): one clock read a request.
     pub async fn verify_found<R>(
         &self,
         found: Result<Option<Arc<CachedKey>>, StoreError>,
+        now: OffsetDateTime,
         request: &VerifyRequest<'_>,
         answer: impl FnOnce(Outcome<'_, '_>) -> R,
     ) -> R {
-        self.decide(found, self.clock.now(), request, answer).await
+        self.decide(found, now, request, answer).await
+    }
+
+    /// The verifier's clock, for a caller that looks a key up and decides in two steps.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
     }
 
     async fn decide<R>(
@@ -336,18 +346,19 @@ impl Verifier {
     /// The cache's answer for a key, without waiting and without reading the store: for a
     /// caller that decides synchronously when it can (an embedded layer) and calls
     /// [`Verifier::find`] only on [`CacheAnswer::Uncertain`].
-    pub fn find_cached(&self, key: &str) -> CacheAnswer {
+    pub fn find_cached(&self, key: &str, now: OffsetDateTime) -> CacheAnswer {
         let Some(parsed) = self.config.format.parse(key) else {
             return CacheAnswer::Unknown;
         };
-        match self.look_in_cache(parsed.expose(), unix_nanos(self.clock.now())) {
+        match self.look_in_cache(parsed.expose(), unix_nanos(now)) {
             CacheStep::Answer(Some(cached)) => CacheAnswer::Found(cached),
             CacheStep::Answer(None) => CacheAnswer::Unknown,
             CacheStep::Load { .. } => CacheAnswer::Uncertain,
         }
     }
 
-    async fn find_at(&self, key: &str, now: OffsetDateTime) -> Result<Option<Arc<CachedKey>>, StoreError> {
+    /// [`Verifier::find`] at the caller's reading of the clock ([`Verifier::now`]).
+    pub async fn find_at(&self, key: &str, now: OffsetDateTime) -> Result<Option<Arc<CachedKey>>, StoreError> {
         let Some(parsed) = self.config.format.parse(key) else {
             return Ok(None);
         };
@@ -380,7 +391,7 @@ impl Verifier {
             // Another node may have revoked this key and this node would not know: confirm it.
             return CacheStep::Load { candidates: keyring.hashes(key).collect(), may_share: false };
         }
-        match self.cache.get(&hash) {
+        match self.cache.get(&hash, now_ns) {
             Lookup::Found(cached) => {
                 self.counters.hits.increment(1);
                 return CacheStep::Answer(Some(cached));
@@ -393,7 +404,7 @@ impl Verifier {
         }
         let mut candidates = vec![(version, hash)];
         for (other_version, other) in keyring.hashes(key).skip(1) {
-            if let Lookup::Found(cached) = self.cache.get(&other) {
+            if let Lookup::Found(cached) = self.cache.get(&other, now_ns) {
                 self.counters.hits.increment(1);
                 if other_version < version {
                     self.queue_rehash(&cached, other, (version, hash));
@@ -454,8 +465,10 @@ impl Verifier {
         let lookup = candidates[0].1;
         let _load_turn = self.cache.load_turn(lookup).await;
         if may_share {
+            // The turn may have been a wait: the clock is read again.
+            let now_ns = unix_nanos(self.clock.now());
             for (version, hash) in &candidates {
-                match self.cache.get(hash) {
+                match self.cache.get(hash, now_ns) {
                     Lookup::Found(cached) => return Ok(Some(Loaded { cached, version: *version, hash: *hash })),
                     Lookup::Missing if *hash == lookup => return Ok(None),
                     Lookup::Missing | Lookup::Unknown => {}

@@ -132,6 +132,8 @@ struct Fixture {
     key: String,
     key_id: KeyId,
     master: MasterKey,
+    /// The verifier's clock: expiry and cache ages follow it.
+    clock: Arc<ManualClock>,
     _dir: tempfile::TempDir,
 }
 
@@ -187,6 +189,7 @@ async fn fixture_with(options: Options) -> Fixture {
     let key_id = KeyId::generate(&mut rand::thread_rng());
     let record = key_record(&master, &org.id, &key_id, &secret, options.rate_limit);
     store.org(&org.id).insert_key(&record, &event(&key_id, "key.created")).await.unwrap();
+    let clock = Arc::new(ManualClock::new(NOW));
     let verifier = Verifier::new(
         VerifierConfig {
             format,
@@ -202,7 +205,7 @@ async fn fixture_with(options: Options) -> Fixture {
         },
         master.clone().into(),
         store.clone(),
-        Arc::new(ManualClock::new(NOW)),
+        clock.clone(),
         SharedState::local(NOW.unix_timestamp(), 300),
     );
     Fixture {
@@ -212,6 +215,7 @@ async fn fixture_with(options: Options) -> Fixture {
         key: secret.expose().to_owned(),
         key_id,
         master,
+        clock,
         _dir: dir,
     }
 }
@@ -296,16 +300,18 @@ async fn an_unknown_key_is_read_once_then_remembered_as_unknown() {
 async fn the_cache_alone_answers_only_what_it_holds_and_never_reads_the_store() {
     let f = fixture().await;
     let unknown = KeyFormat::default().generate(Environment::Live, &mut rand::rngs::OsRng);
-    assert!(matches!(f.verifier.find_cached(&f.key), CacheAnswer::Uncertain));
-    assert!(matches!(f.verifier.find_cached(unknown.expose()), CacheAnswer::Uncertain));
-    assert!(matches!(f.verifier.find_cached("kw_live_notakey"), CacheAnswer::Unknown));
+    assert!(matches!(f.verifier.find_cached(&f.key, f.verifier.now()), CacheAnswer::Uncertain));
+    assert!(matches!(f.verifier.find_cached(unknown.expose(), f.verifier.now()), CacheAnswer::Uncertain));
+    assert!(matches!(f.verifier.find_cached("kw_live_notakey", f.verifier.now()), CacheAnswer::Unknown));
     assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 0, "a peek reads nothing");
 
     assert_eq!(code(&f.verifier, &f.key).await, "VALID");
     assert_eq!(code(&f.verifier, unknown.expose()).await, "INVALID_API_KEY");
-    let CacheAnswer::Found(cached) = f.verifier.find_cached(&f.key) else { panic!("the key is cached") };
+    let CacheAnswer::Found(cached) = f.verifier.find_cached(&f.key, f.verifier.now()) else {
+        panic!("the key is cached")
+    };
     assert_eq!(cached.policy.key_id, f.key_id);
-    assert!(matches!(f.verifier.find_cached(unknown.expose()), CacheAnswer::Unknown));
+    assert!(matches!(f.verifier.find_cached(unknown.expose(), f.verifier.now()), CacheAnswer::Unknown));
     assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 2, "one read per key, by the verifications");
 }
 
@@ -370,11 +376,12 @@ async fn the_cache_holds_at_most_its_capacity() {
 
 #[tokio::test]
 async fn a_cached_key_is_read_again_past_its_maximum_age() {
-    let f = fixture_with(Options { cache_max_age: Duration::from_millis(300), ..DEFAULTS }).await;
+    let f = fixture_with(Options { cache_max_age: Duration::from_secs(300), ..DEFAULTS }).await;
     assert_eq!(code(&f.verifier, &f.key).await, "VALID");
+    f.clock.advance(time::Duration::seconds(299));
     assert_eq!(code(&f.verifier, &f.key).await, "VALID");
     assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    f.clock.advance(time::Duration::seconds(2));
     assert_eq!(code(&f.verifier, &f.key).await, "VALID");
     assert_eq!(f.store.key_reads.load(Ordering::SeqCst), 2);
 }

@@ -138,9 +138,10 @@ impl Embedded {
         let verifier = &self.inner.verifier;
         let request = VerifyRequest { scopes, client_ip, sender: None, channels: None, signature: None };
         // Looked up first so the extension can share the cached key instead of copying it.
-        let found = verifier.find(key).await;
+        let now = verifier.now();
+        let found = verifier.find_at(key, now).await;
         let cached = found.as_ref().ok().and_then(Option::clone);
-        let decided = verifier.verify_found(found, &request, decision).await;
+        let decided = verifier.verify_found(found, now, &request, decision).await;
         verified(decided, cached, key)
     }
 
@@ -157,7 +158,8 @@ impl Embedded {
             return None;
         }
         let verifier = &self.inner.verifier;
-        let cached = match verifier.find_cached(key) {
+        let now = verifier.now();
+        let cached = match verifier.find_cached(key, now) {
             CacheAnswer::Found(cached) => Some(cached),
             CacheAnswer::Unknown => None,
             CacheAnswer::Uncertain => return None,
@@ -167,7 +169,7 @@ impl Embedded {
         // wait for (no store read, no Redis; the layer sends no signature to reserve): it is
         // ready on its first poll. Were it not, it would be dropped before it took anything,
         // as when a caller hangs up, and the layer would ask again on the waiting path.
-        let decided = std::pin::pin!(verifier.verify_found(Ok(cached.clone()), &request, decision));
+        let decided = std::pin::pin!(verifier.verify_found(Ok(cached.clone()), now, &request, decision));
         match decided.poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(decided) => Some(verified(decided, cached, key)),
             Poll::Pending => None,

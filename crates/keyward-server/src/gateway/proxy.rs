@@ -150,7 +150,9 @@ async fn forward(gateway: &Gateway, request: Request) -> Result<Response, Refusa
     };
     let started = std::time::Instant::now();
     let identity = verifier
-        .verify_found(found, &check, |outcome| {
+        // Decided after the body arrived, not when the key was found: a key that expired, or a
+        // signature that aged past its tolerance, during a slow upload does not pass.
+        .verify_found(found, verifier.now(), &check, |outcome| {
             let code = answer::code(&outcome);
             gateway.state.verify_metrics.record(code, started);
             let state = &gateway.state;
