@@ -238,6 +238,7 @@ impl Population {
                 cache_max_age: Duration::from_secs(600),
                 store_read_timeout: Duration::from_millis(500),
                 miss_read_share_percent: 0,
+                prerender: None,
             },
             self.master.clone().into(),
             store,

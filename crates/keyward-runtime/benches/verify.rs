@@ -100,6 +100,7 @@ async fn fixture() -> Fixture {
             cache_max_age: Duration::from_secs(600),
             store_read_timeout: Duration::from_millis(500),
             miss_read_share_percent: 0,
+            prerender: None,
         },
         master.clone().into(),
         Arc::new(store),

@@ -11,7 +11,7 @@ pub mod redis;
 pub mod shared;
 mod verifier;
 
-pub use cache::CachedKey;
+pub use cache::{CachedKey, Prerendered};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use verifier::{
     Background, BackgroundOptions, CacheAnswer, FeedStatus, Outcome, RateInfo, SharedState, Verifier, VerifierConfig,

@@ -20,7 +20,7 @@ use keyward_store::{Change, ChangeSignals, Store, StoreError};
 use time::OffsetDateTime;
 
 use crate::budget::MissBudget;
-use crate::cache::{CacheLimits, CachedKey, KeyCache, Lookup, OrgFacts};
+use crate::cache::{CacheLimits, CachedKey, KeyCache, Lookup, OrgFacts, Prerendered};
 use crate::clock::{unix_nanos, Clock};
 use crate::shared::{LocalRateLimiter, LocalReplayStore, RateLimiter, ReplayStore, SharedHealth};
 
@@ -50,6 +50,9 @@ pub struct VerifierConfig {
     /// Once the change feed has not been confirmed for this long, cached keys are not trusted:
     /// each verification reads the store (and fails closed when it cannot).
     pub max_staleness: Duration,
+    /// Renders what the caller's answers repeat for a key, once, as the key is cached
+    /// ([`CachedKey::prerendered`]); `None`: nothing is.
+    pub prerender: Option<fn(&KeyPolicy) -> Prerendered>,
 }
 
 /// The state several nodes share, chosen once at boot.
@@ -98,6 +101,7 @@ impl From<Denial> for VerifyFailure {
 pub enum Outcome<'p, 'a> {
     Valid {
         policy: &'p KeyPolicy,
+        prerendered: &'p Prerendered,
         channels: EffectiveChannels<'p, 'a>,
         rate: RateInfo,
     },
@@ -328,7 +332,7 @@ impl Verifier {
         }
         let rate = RateInfo { limit: budget.limit, remaining: budget.remaining, reset_ms: budget.reset_ms };
         self.cache.mark_used(cells, now_ns);
-        answer(Outcome::Valid { policy, channels, rate })
+        answer(Outcome::Valid { policy, prerendered: &cached.prerendered, channels, rate })
     }
 
     async fn release(&self, signature: Option<&(keyward_core::signing::SignatureBytes, i64)>) {
@@ -505,10 +509,10 @@ impl Verifier {
                 return Ok(None);
             }
             let facts = self.org_facts(&record, epoch).await?;
-            let cached = Arc::new(CachedKey {
-                cells: self.cache.cells_for(hash, &record.id),
-                policy: self.compile(record, &facts)?.compact(),
-            });
+            let cells = self.cache.cells_for(hash, &record.id);
+            let policy = self.compile(record, &facts)?.compact();
+            let prerendered = self.config.prerender.map(|render| render(&policy)).unwrap_or_default();
+            let cached = Arc::new(CachedKey { policy, prerendered, cells });
             if self.cache.insert_found(hash, Arc::clone(&cached), epoch) {
                 return Ok(Some(Loaded { cached, version, hash }));
             }

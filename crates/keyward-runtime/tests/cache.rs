@@ -202,6 +202,7 @@ async fn fixture_with(options: Options) -> Fixture {
             cache_max_age: options.cache_max_age,
             store_read_timeout: options.store_read_timeout,
             miss_read_share_percent: options.miss_read_share_percent,
+            prerender: None,
         },
         master.clone().into(),
         store.clone(),

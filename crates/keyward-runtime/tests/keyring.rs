@@ -118,6 +118,7 @@ impl Fixture {
                 cache_max_age: Duration::from_secs(600),
                 store_read_timeout: Duration::from_secs(5),
                 miss_read_share_percent: 0,
+                prerender: None,
             },
             keyring,
             self.store.clone(),

@@ -73,7 +73,7 @@ pub fn code(outcome: &Outcome<'_, '_>) -> Code {
 /// The decision of a gateway or forward-auth door.
 pub fn door(outcome: Outcome<'_, '_>) -> Door {
     match outcome {
-        Outcome::Valid { policy, channels, rate } => Door::Pass(Identity {
+        Outcome::Valid { policy, channels, rate, .. } => Door::Pass(Identity {
             key_id: header_value(policy.key_id.as_str()),
             org_id: header_value(policy.org_id.as_str()),
             channels: channels_header(channels),

@@ -69,8 +69,10 @@ impl Keyward {
     pub fn new(deps: Deps) -> Arc<Self> {
         // The recorder must exist before the verifier registers its counters.
         let verify_metrics = VerifyMetrics::new();
+        let verifier_config =
+            keyward_runtime::VerifierConfig { prerender: Some(verify::prerender), ..deps.config.verifier_config() };
         let verifier = Verifier::new(
-            deps.config.verifier_config(),
+            verifier_config,
             deps.keyring,
             Arc::clone(&deps.store),
             Arc::clone(&deps.clock),

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, Method};
+use axum::http::{header, HeaderMap, HeaderName, Method};
 use keyward_core::ids::{EventId, KeyId, MemberId, OrgId};
 use keyward_core::key::{ct_eq, KeyHash};
 use keyward_core::policy::net_contains;
@@ -181,6 +181,9 @@ impl Caller {
 /// The credential of a request: `Authorization: Bearer …` or `X-API-Key`. A request carrying
 /// more than one (two `Authorization` headers, or one with `X-API-Key`) is refused with 400 rather
 /// than served as either: which one wins would otherwise depend on the order of checks.
+/// Made once: a name given as `&str` is parsed and checked on every look-up.
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
 pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let mut found: Option<Option<&str>> = None;
     let authorization = headers.get_all(header::AUTHORIZATION).iter().map(|value| {
@@ -188,7 +191,7 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         // Another scheme (Basic, …) still counts as a credential sent; it authenticates no one.
         text.and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
     });
-    let api_key = headers.get_all("x-api-key").iter().map(|value| value.to_str().ok());
+    let api_key = headers.get_all(&X_API_KEY).iter().map(|value| value.to_str().ok());
     for candidate in authorization.chain(api_key) {
         if found.replace(candidate).is_some() {
             return Err(ApiError::code(

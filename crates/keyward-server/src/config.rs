@@ -171,6 +171,9 @@ impl Config {
             cache_max_age: self.key_cache_max_age,
             store_read_timeout: self.verify_store_timeout,
             miss_read_share_percent: self.cache_miss_share_percent,
+            // What a node's `/v1/verify` answers repeat ([`crate::app`] sets it); an embedded
+            // verifier answers no JSON.
+            prerender: None,
         }
     }
 
