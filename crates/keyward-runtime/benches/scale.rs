@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use keyward_core::crypto::{MasterKey, SigningSecret};
 use keyward_core::ids::{EventId, KeyId, OrgId};
 use keyward_core::key::{Environment, KeyFormat};
-use keyward_core::policy::VerifyRequest;
+use keyward_core::policy::{KeyPolicy, VerifyRequest};
 use keyward_core::record::{Actor, Channels, KeyRecord, KeySettings};
-use keyward_runtime::{Clock, Outcome, SharedState, SystemClock, Verifier, VerifierConfig};
+use keyward_runtime::{Clock, Outcome, Prerendered, SharedState, SystemClock, Verifier, VerifierConfig};
 use keyward_store::{NewAuditEvent, OrgRecord, Store};
 use keyward_store_sqlite::SqliteStore;
 use rand::SeedableRng;
@@ -83,6 +83,21 @@ fn main() {
             population.measure().await;
         }
     });
+}
+
+/// What a node renders of each key it caches (the server's `verify::prerender`, which this crate
+/// cannot reach): the same members, so the heap per key counts them.
+fn answer_members(policy: &KeyPolicy) -> Prerendered {
+    use serde_json::json;
+    let before = format!(
+        r#""key_id":{},"org_id":{},"name":{},"scopes":{},"channels":"#,
+        json!(policy.key_id.as_str()),
+        json!(policy.org_id.as_str()),
+        json!(policy.name),
+        json!(policy.scopes),
+    );
+    let after = format!(r#","environment":{},"meta":{}"#, json!(policy.environment.as_str()), json!(policy.meta));
+    Prerendered::new(before.as_bytes(), after.as_bytes())
 }
 
 /// What a benchmark key looks like.
@@ -238,7 +253,7 @@ impl Population {
                 cache_max_age: Duration::from_secs(600),
                 store_read_timeout: Duration::from_millis(500),
                 miss_read_share_percent: 0,
-                prerender: None,
+                prerender: Some(answer_members),
             },
             self.master.clone().into(),
             store,
