@@ -333,18 +333,24 @@ impl OperatorToken {
 
     /// Constant-time comparison of the token (or its hash) with the operator's.
     pub fn matches(&self, token: &str) -> bool {
+        self.matched_version(token).is_some()
+    }
+
+    /// The version of the hash `token` matched, if it is the operator's.
+    fn matched_version(&self, token: &str) -> Option<u32> {
         let current = self.current.load();
         if let Some(last) = &*self.last_match.load() {
             if Arc::ptr_eq(&last.matched, &current) && bool::from(last.token.as_ref().ct_eq(token.as_bytes())) {
-                return true;
+                return Some(current.version);
             }
         }
-        let matches = current.pepper.hash(token).ct_eq(&current.hash);
-        if matches {
-            let token = Zeroizing::new(Box::from(token.as_bytes()));
-            self.last_match.store(Some(Arc::new(MatchedToken { token, matched: Guard::into_inner(current) })));
+        if !current.pepper.hash(token).ct_eq(&current.hash) {
+            return None;
         }
-        matches
+        let version = current.version;
+        let token = Zeroizing::new(Box::from(token.as_bytes()));
+        self.last_match.store(Some(Arc::new(MatchedToken { token, matched: Guard::into_inner(current) })));
+        Some(version)
     }
 }
 
@@ -352,13 +358,13 @@ impl Keyward {
     /// Whether `token` is the operator token. After a rotation its first use hashes it under the
     /// current version (once), off the request's path for the write.
     pub fn is_operator_token(&self, token: &str) -> bool {
-        if !self.operator_token.matches(token) {
+        let Some(matched) = self.operator_token.matched_version(token) else {
             return false;
-        }
-        // The common case reads two atomics: no reference count moves on this path.
+        };
+        // The common case reads atomics: no reference count moves on this path.
         let current = self.verifier.current_version();
-        let old = self.operator_token.current.load();
-        if old.version < current && self.operator_token.upgraded_to.fetch_max(current, Ordering::AcqRel) < current {
+        if matched < current && self.operator_token.upgraded_to.fetch_max(current, Ordering::AcqRel) < current {
+            let old = self.operator_token.current.load();
             let keyring = self.verifier.keyring();
             let (version, hash) = keyring.hash(token);
             let old_text = stored_operator_token(old.version, &old.hash);
