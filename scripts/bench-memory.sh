@@ -13,14 +13,14 @@
 #
 # Env: KW_BIN (required), BENCH (../shared/bench), STEADY (600), FLOOD (60), CONNS (64),
 #      KW_NKEYS (10000), UNKNOWN (2000000 unknown keys), BENCH_DIR (/tmp/keyward-bench-memory),
-#      MISS_SHARE (cache_miss_share_percent for the run; 0, keyward's default, is none).
+#      MISS_SHARE (cache_miss_share_percent for the run; unset: keyward's default, 10).
 # Loopback only; every run is bounded by wrk -d and timeout; the server is stopped by pid.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 BENCH=${BENCH:-$HERE/../../shared/bench}
 KW_BIN=$(realpath "${KW_BIN:?set KW_BIN to the keyward binary}")
 STEADY=${STEADY:-600}; FLOOD=${FLOOD:-60}; CONNS=${CONNS:-64}; KW_NKEYS=${KW_NKEYS:-10000}
-UNKNOWN=${UNKNOWN:-2000000}; MISS_SHARE=${MISS_SHARE:-0}
+UNKNOWN=${UNKNOWN:-2000000}; MISS_SHARE=${MISS_SHARE:-}
 BENCH_DIR=${BENCH_DIR:-${TMPDIR:-/tmp}/keyward-bench-memory}; mkdir -p "$BENCH_DIR"
 PORT=18095
 work=$(mktemp -d); KPID=""
@@ -32,7 +32,7 @@ EXTRA='"scope":"messages:send","client_ip":"203.0.113.7"'
 
 # load.sh appends to its TSV files: start each run with none, so the report is this run's.
 rm -f "$BENCH_DIR/runs.tsv" "$BENCH_DIR/flood.tsv" "$BENCH_DIR/flood-unknown.tsv"
-echo "cache_miss_share_percent = $MISS_SHARE" > "$work/keyward.toml"
+if [ -n "$MISS_SHARE" ]; then echo "cache_miss_share_percent = $MISS_SHARE"; fi > "$work/keyward.toml"
 TOKEN=kwop_bench_$(head -c12 /dev/urandom | od -An -tx1 | tr -d ' \n')
 env KEYWARD_OPERATOR_TOKEN="$TOKEN" KEYWARD_MASTER_KEY="$(head -c32 /dev/urandom | base64)" \
   "$KW_BIN" serve --config "$work/keyward.toml" --listen "127.0.0.1:$PORT" --database "sqlite://$work/k.db" > "$BENCH_DIR/keyward.log" 2>&1 &
@@ -42,7 +42,7 @@ python3 "$BENCH/make_keys.py" "$PORT" "$TOKEN" "$KW_NKEYS" "$BENCH_DIR/keys.txt"
 # One key, written once per wrk thread (load.sh splits the file between its two threads).
 head -1 "$BENCH_DIR/keys.txt" > "$BENCH_DIR/one-key.txt"; head -1 "$BENCH_DIR/keys.txt" >> "$BENCH_DIR/one-key.txt"
 # Unknown keys that pass the checksum, so each one costs a cache miss and a database read.
-[ "$(wc -l < "$BENCH_DIR/unknown-keys.txt" 2>/dev/null || echo 0)" -ge "$UNKNOWN" ] || python3 - "$UNKNOWN" "$BENCH_DIR/unknown-keys.txt" <<'EOF'
+[ "$({ wc -l < "$BENCH_DIR/unknown-keys.txt"; } 2>/dev/null || echo 0)" -ge "$UNKNOWN" ] || python3 - "$UNKNOWN" "$BENCH_DIR/unknown-keys.txt" <<'EOF'
 import secrets, sys, zlib
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 def fixed(value, n):

@@ -1,11 +1,15 @@
-//! The time cache misses may spend reading the store.
+//! The time cache misses may spend reading the store for keys that do not exist.
 //!
 //! A cached verification costs a few microseconds; a miss costs a database read several times
 //! that. A flood of made-up keys (each one a miss) would otherwise take the cores from every
-//! cached key: a share of time for miss reads keeps them. Past the share a miss waits for its
-//! turn (its caller's connection waits too, which is what slows a flood down); one whose turn
-//! is beyond the store-read bound waits out the bound and answers unavailable, as if the store
-//! were slow, rather than at once, which would let a flood's callers come straight back.
+//! cached key: a share of time for reads that find nothing keeps them. Past the share a miss
+//! waits for its turn (its caller's connection waits too, which is what slows a flood down); one
+//! whose turn is beyond the store-read bound waits out the bound and answers unavailable, as if
+//! the store were slow, rather than at once, which would let a flood's callers come straight back.
+//!
+//! A read that finds its key is given its charge back: a cold start, a rotation or a slow remote
+//! database loading real keys never spends the share, only unknown keys do. (A read's cost is its
+//! wall time, so a slow database also slows how many unknown keys an idle node reads a second.)
 //!
 //! The scheduling maths is `keyward_core::ratelimit::WorkShare`: `governor` counts cells,
 //! and here each read's cost is its measured duration, known only once it is done.
@@ -34,12 +38,14 @@ pub(crate) struct MissBudget {
     refused: metrics::Counter,
 }
 
-/// An admitted miss: dropping it charges what the work really took.
+/// An admitted miss: dropping it charges what the work really took, unless it [found](Turn::found)
+/// its key.
 #[derive(Debug)]
 pub(crate) struct Turn<'b> {
     budget: &'b MissBudget,
     charged_ns: u64,
     started: Instant,
+    found: bool,
 }
 
 impl MissBudget {
@@ -75,7 +81,7 @@ impl MissBudget {
             self.waited.increment(1);
             tokio::time::sleep_until(self.origin + Duration::from_nanos(slot.start_ns)).await;
         }
-        Some(Turn { budget: self, charged_ns: cost, started: Instant::now() })
+        Some(Turn { budget: self, charged_ns: cost, started: Instant::now(), found: false })
     }
 
     fn now_ns(&self) -> u64 {
@@ -83,19 +89,37 @@ impl MissBudget {
     }
 }
 
+impl Turn<'_> {
+    /// The read found a key: its charge is given back when the turn ends.
+    pub(crate) fn found(&mut self) {
+        self.found = true;
+    }
+
+    fn refund(&self, ns: u64) {
+        let refund = self.budget.share.charge(ns);
+        let _ = self
+            .budget
+            .tat_ns
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| Some(tat.saturating_sub(refund)));
+    }
+}
+
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
+        if self.found {
+            self.refund(self.charged_ns);
+            return;
+        }
         let budget = self.budget;
         let actual = nanos(self.started.elapsed());
         let (more, less) = (actual.saturating_sub(self.charged_ns), self.charged_ns.saturating_sub(actual));
         if more > 0 {
             budget.tat_ns.fetch_add(budget.share.charge(more), Ordering::AcqRel);
         } else if less > 0 {
-            let refund = budget.share.charge(less);
-            let _ =
-                budget.tat_ns.fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| Some(tat.saturating_sub(refund)));
+            self.refund(less);
         }
-        // Racing updates may lose one sample; the average only needs to be about right.
+        // Only unknown keys' reads are averaged: they are what is charged. Racing updates may lose
+        // one sample; the average only needs to be about right.
         let expected = budget.expected_ns.load(Ordering::Relaxed);
         budget.expected_ns.store(expected - expected / 8 + actual / 8, Ordering::Relaxed);
     }

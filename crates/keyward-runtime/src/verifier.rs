@@ -44,8 +44,8 @@ pub struct VerifierConfig {
     pub store_read_timeout: Duration,
     /// The share of one thread's time (1–100 %) that cache misses may spend reading the store,
     /// so a flood of unknown keys cannot take the cores from cached ones (past it a miss waits its
-    /// turn); 0: no share. The charge is a read's wall time, so slow reads (a remote database)
-    /// use the share up long before the CPU: off by default.
+    /// turn); 0: no share. Only reads that find nothing are charged (their wall time): loading
+    /// real keys, however many or slow, never uses it up (in a flood they wait their turn too).
     pub miss_read_share_percent: u8,
     /// Once the change feed has not been confirmed for this long, cached keys are not trusted:
     /// each verification reads the store (and fails closed when it cannot).
@@ -481,7 +481,7 @@ impl Verifier {
         }
         // A stale feed's confirmation is not a miss: it stands for a cached key, and is bounded by
         // the verifications themselves.
-        let _read_turn = match self.miss_budget.as_ref().filter(|_| may_share) {
+        let mut read_turn = match self.miss_budget.as_ref().filter(|_| may_share) {
             Some(budget) => Some(
                 budget
                     .admit(self.config.store_read_timeout)
@@ -504,6 +504,9 @@ impl Verifier {
                 self.cache.insert_missing(lookup, epoch);
                 return Ok(None);
             };
+            if let Some(turn) = read_turn.as_mut() {
+                turn.found();
+            }
             // The map hit was on the hash; confirm it in constant time anyway.
             if !record.hash.ct_eq(&hash) {
                 return Ok(None);

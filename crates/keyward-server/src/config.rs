@@ -63,8 +63,9 @@ pub struct Config {
     pub key_cache_max_age: std::time::Duration,
     /// How long a verification waits for the store on a cache miss before answering 503.
     pub verify_store_timeout: std::time::Duration,
-    /// The share of one thread's time cache misses may spend reading the database; past it a miss
-    /// waits its turn (a flood of unknown keys cannot starve cached ones). 0 (the default): none.
+    /// The share of one thread's time cache misses may spend reading the database for keys that
+    /// turn out unknown; past it a miss waits its turn (a flood of unknown keys cannot starve cached
+    /// ones). 10 by default; 0: none.
     pub cache_miss_share_percent: u8,
     /// One access-log line per verification (off by default: decisions are counted in /metrics).
     pub verify_access_log: bool,
@@ -214,7 +215,7 @@ impl Config {
         let key_cache_capacity = bounded("key_cache_capacity", raw.key_cache_capacity, 1_000_000, 1..=100_000_000)?;
         let key_cache_max_age = bounded("key_cache_max_age_seconds", raw.key_cache_max_age_seconds, 600, 1..=86_400)?;
         let verify_store_timeout = bounded("verify_store_timeout_ms", raw.verify_store_timeout_ms, 500, 10..=60_000)?;
-        let cache_miss_share_percent = bounded("cache_miss_share_percent", raw.cache_miss_share_percent, 0, 0..=100)?;
+        let cache_miss_share_percent = bounded("cache_miss_share_percent", raw.cache_miss_share_percent, 10, 0..=100)?;
         let refusal_log_per_second = bounded("refusal_log_per_second", raw.refusal_log_per_second, 10, 0..=10_000)?;
         let shutdown_drain_seconds = bounded("shutdown_drain_seconds", raw.shutdown_drain_seconds, 5, 0..=3600)?;
         let header_read_timeout_seconds =
