@@ -244,8 +244,8 @@ const SWEEPS_PER_TIMEOUT: u32 = 4;
 /// included).
 ///
 /// Hand-rolled rather than hyper's own `header_read_timeout`: hyper arms a boxed timer in tokio's
-/// wheel for every request and takes it out again, which cost a cached verification over a fifth
-/// of its throughput at 16 connections (the workers parked and woke twice as often). Here a
+/// wheel for every request and takes it out again, which cost a cached verification a fifth of its
+/// throughput at 16 connections (0.22 context switches a request, against 0.14 without). Here a
 /// request costs two atomic stores, and a sweep every quarter timeout reads each connection's
 /// stamp. A connection's task polls its slot on every wake-up: a flag, a stamp and its waker, no
 /// shared lock (a `watch` receiver there took the channel's one waiter lock, ~480 instructions).
