@@ -106,20 +106,20 @@ impl Turn<'_> {
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        if self.found {
-            self.refund(self.charged_ns);
-            return;
-        }
         let budget = self.budget;
         let actual = nanos(self.started.elapsed());
-        let (more, less) = (actual.saturating_sub(self.charged_ns), self.charged_ns.saturating_sub(actual));
-        if more > 0 {
-            budget.tat_ns.fetch_add(budget.share.charge(more), Ordering::AcqRel);
-        } else if less > 0 {
-            self.refund(less);
+        if self.found {
+            self.refund(self.charged_ns);
+        } else {
+            let (more, less) = (actual.saturating_sub(self.charged_ns), self.charged_ns.saturating_sub(actual));
+            if more > 0 {
+                budget.tat_ns.fetch_add(budget.share.charge(more), Ordering::AcqRel);
+            } else if less > 0 {
+                self.refund(less);
+            }
         }
-        // Only unknown keys' reads are averaged: they are what is charged. Racing updates may lose
-        // one sample; the average only needs to be about right.
+        // Every read teaches what a read costs, found or not: a flood's first misses are admitted
+        // on this guess. Racing updates may lose one sample; the average only needs to be about right.
         let expected = budget.expected_ns.load(Ordering::Relaxed);
         budget.expected_ns.store(expected - expected / 8 + actual / 8, Ordering::Relaxed);
     }
