@@ -156,6 +156,14 @@ const DEFAULTS: Options = Options {
     miss_read_share_percent: 0,
 };
 
+/// 1 ms key reads, 1 % of the time for them and a 200 ms bound: the share runs out in a few reads.
+const SCARCE_MISS_SHARE: Options = Options {
+    read_delay: Duration::from_millis(1),
+    store_read_timeout: Duration::from_millis(200),
+    miss_read_share_percent: 1,
+    ..DEFAULTS
+};
+
 fn event(target: &KeyId, action: &str) -> NewAuditEvent {
     NewAuditEvent {
         id: EventId::generate(&mut rand::thread_rng()),
@@ -403,13 +411,7 @@ async fn a_stuck_store_answers_unavailable_within_the_verify_bound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unknown_keys_gets_its_share_of_store_reads_and_cached_keys_none_of_the_wait() {
-    let f = fixture_with(Options {
-        read_delay: Duration::from_millis(1),
-        store_read_timeout: Duration::from_millis(200),
-        miss_read_share_percent: 1,
-        ..DEFAULTS
-    })
-    .await;
+    let f = fixture_with(SCARCE_MISS_SHARE).await;
     assert_eq!(code(&f.verifier, &f.key).await, "VALID");
     let reads_before = f.store.key_reads.load(Ordering::SeqCst);
     let flood: Vec<_> = (0..200)
@@ -440,27 +442,17 @@ async fn a_flood_of_unknown_keys_gets_its_share_of_store_reads_and_cached_keys_n
 #[tokio::test]
 async fn loading_real_keys_does_not_spend_the_share_of_unknown_ones() {
     // 1 % of the time and 1 ms reads: were found keys charged, the third would wait 200 ms.
-    let f = fixture_with(Options {
-        read_delay: Duration::from_millis(1),
-        store_read_timeout: Duration::from_millis(200),
-        miss_read_share_percent: 1,
-        ..DEFAULTS
-    })
-    .await;
-    let format = KeyFormat::default();
+    let f = fixture_with(SCARCE_MISS_SHARE).await;
     for _ in 0..30 {
-        let secret = format.generate(Environment::Live, &mut rand::rngs::OsRng);
-        let key_id = KeyId::generate(&mut rand::thread_rng());
-        let record = key_record(&f.master, &f.org, &key_id, &secret, 1000);
-        f.store.org(&f.org).insert_key(&record, &event(&key_id, "key.created")).await.unwrap();
+        let key = add_key(&f).await;
         let started = std::time::Instant::now();
-        assert_eq!(code(&f.verifier, secret.expose()).await, "VALID");
+        assert_eq!(code(&f.verifier, &key).await, "VALID");
         assert!(started.elapsed() < Duration::from_millis(100), "a cold real key waited {:?}", started.elapsed());
     }
     // Unknown keys still are: a few within the burst, then they wait and give up at the bound.
     let mut answers = std::collections::HashMap::new();
     for _ in 0..200 {
-        let unknown = format.generate(Environment::Live, &mut rand::rngs::OsRng);
+        let unknown = KeyFormat::default().generate(Environment::Live, &mut rand::rngs::OsRng);
         *answers.entry(code(&f.verifier, unknown.expose()).await).or_insert(0) += 1;
         if answers.contains_key("UNAVAILABLE") {
             break;
