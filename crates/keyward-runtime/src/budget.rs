@@ -26,6 +26,9 @@ const BURST: Duration = Duration::from_millis(100);
 /// What a miss is expected to cost before any was measured.
 const FIRST_GUESS: Duration = Duration::from_micros(30);
 
+/// [`MissBudget::unknown_share`]'s whole: every recent read found nothing.
+const ALL_UNKNOWN: u64 = 1024;
+
 #[derive(Debug)]
 pub(crate) struct MissBudget {
     share: WorkShare,
@@ -34,6 +37,10 @@ pub(crate) struct MissBudget {
     tat_ns: AtomicU64,
     /// A moving average of a miss's cost, charged when it is admitted and corrected after.
     expected_ns: AtomicU64,
+    /// A moving average of how many reads find nothing, out of [`ALL_UNKNOWN`]: a miss is charged
+    /// ahead only that part of its expected cost, so real keys loading (a cold start: all found,
+    /// all refunded) do not wait on charges that will be given back.
+    unknown_share: AtomicU64,
     waited: metrics::Counter,
     refused: metrics::Counter,
 }
@@ -56,6 +63,7 @@ impl MissBudget {
             origin: Instant::now(),
             tat_ns: AtomicU64::new(0),
             expected_ns: AtomicU64::new(nanos(FIRST_GUESS)),
+            unknown_share: AtomicU64::new(ALL_UNKNOWN),
             waited: metrics::counter!("keyward_miss_reads_waited_total"),
             refused: metrics::counter!("keyward_miss_reads_refused_total"),
         }
@@ -63,7 +71,8 @@ impl MissBudget {
 
     /// Waits for this miss's turn; `None` (after waiting `horizon`) when the turn is further.
     pub(crate) async fn admit(&self, horizon: Duration) -> Option<Turn<'_>> {
-        let cost = self.expected_ns.load(Ordering::Relaxed);
+        let expected = self.expected_ns.load(Ordering::Relaxed);
+        let cost = expected.saturating_mul(self.unknown_share.load(Ordering::Relaxed)) / ALL_UNKNOWN;
         let now = self.now_ns();
         let mut tat = self.tat_ns.load(Ordering::Acquire);
         let slot = loop {
@@ -119,9 +128,12 @@ impl Drop for Turn<'_> {
             }
         }
         // Every read teaches what a read costs, found or not: a flood's first misses are admitted
-        // on this guess. Racing updates may lose one sample; the average only needs to be about right.
+        // on this guess. Racing updates may lose a sample; the averages only need to be about right.
         let expected = budget.expected_ns.load(Ordering::Relaxed);
         budget.expected_ns.store(expected - expected / 8 + actual / 8, Ordering::Relaxed);
+        let unknown = budget.unknown_share.load(Ordering::Relaxed);
+        let this = if self.found { 0 } else { ALL_UNKNOWN };
+        budget.unknown_share.store(unknown - unknown / 8 + this / 8, Ordering::Relaxed);
     }
 }
 

@@ -449,6 +449,18 @@ async fn loading_real_keys_does_not_spend_the_share_of_unknown_ones() {
         assert_eq!(code(&f.verifier, &key).await, "VALID");
         assert!(started.elapsed() < Duration::from_millis(100), "a cold real key waited {:?}", started.elapsed());
     }
+    // Reads have been finding their keys: a crowd of cold real keys at once is not held back on
+    // charges that will all be given back.
+    let mut crowd = Vec::new();
+    for _ in 0..60 {
+        let (verifier, key) = (Arc::clone(&f.verifier), add_key(&f).await);
+        crowd.push(tokio::spawn(async move { code(&verifier, &key).await }));
+    }
+    let mut answers = Vec::new();
+    for answer in crowd {
+        answers.push(answer.await.unwrap());
+    }
+    assert!(answers.iter().all(|a| *a == "VALID"), "{answers:?}");
     // Unknown keys still are: a few within the burst, then they wait and give up at the bound.
     let mut answers = std::collections::HashMap::new();
     for _ in 0..200 {
